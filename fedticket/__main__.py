@@ -1,0 +1,5 @@
+import sys
+
+from fedticket.cli import main
+
+sys.exit(main())

@@ -1,0 +1,209 @@
+"""``fedticket``: one entry point, one subcommand per job.
+
+The only module that knows both sides: ``fl`` and ``graph`` are imported lazily, per subcommand,
+so ``fedticket prune`` never pays for Flower or PyG imports. Bad input ends in one line on stderr
+(``fedticket: error: ...``) and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from fedticket.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W like 3,32,32, got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W like 3,32,32, got {text!r}")
+    return shape
+
+
+def _density(text: str) -> float:
+    try:
+        d = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"density must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < d <= 1.0:
+        raise argparse.ArgumentTypeError(f"density must be in (0, 1], got {text}")
+    return d
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set rounds=5")
+    p.add_argument("--out", default=None, help="results folder (default: runs/<name>-<time>)")
+    p.add_argument("--data-root", default=None, help="data folder (default: config, $FEDTICKET_DATA, ./data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedticket import __version__
+    from fedticket.core.scorers import METHODS
+    from fedticket.models import MODEL_NAMES
+
+    parser = _Parser(prog="fedticket", description="Lottery tickets for federated and graph learning.")
+    parser.add_argument("--version", action="version", version=f"fedticket {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("prune", help="prune a freshly initialised model and report the mask")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--density", required=True, type=_density, help="fraction of weights kept, in (0, 1]")
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-shape", type=_shape, default=None,
+                   help="C,H,W (default: the dataset's, else 3,32,32)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="pruning iterations (default: 100 for synflow, 1 otherwise)")
+    p.add_argument("--double", action="store_true", help="score in float64 (SynFlow on deep nets)")
+    p.add_argument("--dataset", default=None, help="data for snip/grasp: fashion-mnist, mnist, cifar10")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-batches", type=int, default=1)
+    p.add_argument("--base-mask", default=None, help="continue pruning from this mask file")
+    p.add_argument("--out", default=None, help="save the mask here (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("mask", help="inspect a saved mask file")
+    msub = p.add_subparsers(dest="mask_command", parser_class=_Parser)
+    pi = msub.add_parser("info", help="print a mask's per-layer report; optionally check it against a model")
+    pi.add_argument("file")
+    pi.add_argument("--model", choices=MODEL_NAMES, default=None)
+    pi.add_argument("--input-shape", type=_shape, default=(3, 32, 32))
+    pi.add_argument("--num-classes", type=int, default=10)
+    pi.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("fl", help="federated sign-supermask tickets on Flower")
+    fsub = p.add_subparsers(dest="fl_command", parser_class=_Parser)
+    _add_run_args(fsub.add_parser("run", help="run a federated experiment on Flower's simulation engine"))
+
+    p = sub.add_parser("graph", help="graph lottery tickets (TEDDY, UGS, random)")
+    gsub = p.add_subparsers(dest="graph_command", parser_class=_Parser)
+    pg = gsub.add_parser("run", help="run a graph sparsification sweep")
+    _add_run_args(pg)
+    pg.add_argument("--levels", default=None, help="comma list of levels to run, e.g. 1,5,10")
+    return parser
+
+
+def _mask_json(mask, method: str | None, density_target: float | None) -> dict:
+    return {"method": method, "density_target": density_target, "density_actual": mask.density,
+            "kept": mask.num_kept, "numel": mask.numel, "layers": mask.layer_stats()}
+
+
+def cmd_prune(args) -> int:
+    from fedticket.core import Mask, prune
+    from fedticket.models import build_model
+
+    shape, classes, loader = args.input_shape, args.num_classes, None
+    if args.method in ("snip", "grasp"):
+        if not args.dataset:
+            raise UserError(f"--method {args.method} needs data: add --dataset fashion-mnist "
+                            "(and --data-root if the data is not in ./data)")
+        import torch
+
+        from fedticket.data import resolve_data_root
+        from fedticket.datasets import dataset_info, load_vision_dataset
+
+        info = dataset_info(args.dataset)
+        if shape is not None and tuple(shape) != tuple(info["input_shape"]):
+            raise UserError(f"--input-shape {shape} does not match {args.dataset} "
+                            f"{info['input_shape']}; drop --input-shape")
+        shape, classes = info["input_shape"], classes or info["num_classes"]
+        ds = load_vision_dataset(args.dataset, resolve_data_root(args.data_root), train=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(args.seed))
+    elif args.dataset:
+        raise UserError(f"--dataset is only used by snip/grasp; {args.method} does not look at data")
+    shape = shape or (3, 32, 32)
+    classes = classes or 10
+    if args.iterations is not None and args.iterations < 1:
+        raise UserError(f"--iterations must be >= 1, got {args.iterations}")
+    try:
+        model = build_model(args.model, shape, classes, seed=args.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    base = None
+    if args.base_mask:
+        try:
+            base = Mask.load(args.base_mask)
+            base.check(model)
+        except ValueError as e:
+            raise UserError(f"--base-mask: {e}") from None
+    mask = prune(model, args.method, args.density, scope=args.scope, iterations=args.iterations,
+                 input_shape=shape, dataloader=loader, num_batches=args.num_batches, seed=args.seed,
+                 double=args.double, base=base, progress=not (args.quiet or args.json))
+    if args.out:
+        mask.save(args.out)
+    if args.json:
+        print(json.dumps(_mask_json(mask, args.method, args.density)))
+    else:
+        print(mask.report())
+        if args.out:
+            print(f"saved mask to {args.out}")
+    return 0
+
+
+def cmd_mask_info(args) -> int:
+    from fedticket.core import Mask
+
+    try:
+        mask = Mask.load(args.file)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.model:
+        from fedticket.models import build_model
+
+        try:
+            mask.check(build_model(args.model, args.input_shape, args.num_classes))
+        except ValueError as e:
+            raise UserError(f"{args.file} does not fit {args.model}: {e}") from None
+    if args.json:
+        print(json.dumps(_mask_json(mask, None, None)))
+    else:
+        print(mask.report())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "prune":
+            return cmd_prune(args)
+        if args.command == "mask" and args.mask_command == "info":
+            return cmd_mask_info(args)
+        if args.command == "fl" and args.fl_command == "run":
+            from fedticket.fl.run import main as fl_main
+
+            return int(fl_main(args) or 0)
+        if args.command == "graph" and args.graph_command == "run":
+            from graph.run import main as graph_main
+
+            return int(graph_main(args) or 0)
+        parser.print_help(sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"fedticket: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedticket: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
