@@ -64,6 +64,18 @@ class Mask(dict):
     def to(self, device) -> "Mask":
         return Mask({k: v.to(device) for k, v in self.items()})
 
+    def shuffled(self, seed: int = 0) -> "Mask":
+        """Same kept count per layer, positions permuted at random: the layer-wise shuffle
+        sanity check of the pruning-at-init literature (Synaptic-Flow's ``shuffle()`` assigns
+        the permuted tensor to a local name and so leaves the mask unchanged; this one does not).
+        """
+        g = torch.Generator().manual_seed(int(seed))
+        out = Mask()
+        for k, v in self.items():
+            flat = v.reshape(-1).cpu()
+            out[k] = flat[torch.randperm(flat.numel(), generator=g)].reshape(v.shape)
+        return out
+
     def __and__(self, other: "Mask") -> "Mask":
         if set(self) != set(other):
             raise ValueError("cannot intersect masks over different parameter names")

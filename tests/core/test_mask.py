@@ -145,3 +145,12 @@ def test_flat_and_intersection():
     c = a & b
     assert c.num_kept <= min(a.num_kept, b.num_kept)
     assert torch.equal(c.flat(), a.flat() & b.flat())
+
+
+def test_shuffled_keeps_layer_counts_and_moves_positions():
+    m = small_mask(5)
+    s = m.shuffled(seed=1)
+    for k in m:
+        assert int(s[k].sum()) == int(m[k].sum())
+    assert not torch.equal(s["b.weight"], m["b.weight"])
+    assert torch.equal(s.flat(), m.shuffled(seed=1).flat())
