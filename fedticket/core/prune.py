@@ -132,6 +132,8 @@ def prune(model: nn.Module, method: str, density: float, *, scope: str = "global
     density = _check_density(density)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     if method == "synflow" and dataloader is not None:
         raise ValueError("synflow is data-free: pass input_shape, not a dataloader")
     if method in DATA_METHODS and dataloader is None:
@@ -141,6 +143,12 @@ def prune(model: nn.Module, method: str, density: float, *, scope: str = "global
     names = list(prunable_parameters(model, include, exclude, min_ndim))
     mask = base.clone() if base is not None else Mask.ones_like(model, include, exclude, min_ndim)
     mask.check(model)
+    shapes = {n: tuple(mask[n].shape) for n in names}
+    numels = {n: mask[n].numel() for n in names}
+    total = sum(numels.values())
+    # Alive entries are tracked as flat indices: each iteration ranks only what is still alive
+    # and never rebuilds full-size masks, so 100 iterations cost little beyond the scorer itself.
+    alive = {n: torch.nonzero(mask[n].reshape(-1).cpu()).reshape(-1) for n in names}
     steps = density_schedule(density, iterations, schedule)
     it = steps
     if progress and iterations > 1:
@@ -150,12 +158,36 @@ def prune(model: nn.Module, method: str, density: float, *, scope: str = "global
     synflow = None
     if method == "synflow":
         synflow = SynFlowScorer(model, names, input_shape, double=double, device=device)
+        synflow.apply_mask(mask)
+
+    def current_mask() -> Mask:
+        out = Mask()
+        for n in names:
+            full = torch.zeros(numels[n], dtype=torch.bool)
+            full[alive[n]] = True
+            out[n] = full.reshape(shapes[n])
+        return out
+
     for d in it:
         if synflow is not None:
-            s = synflow(mask)
+            s = synflow()
         else:
-            s = score(method, model, mask, names=names, input_shape=input_shape,
+            s = score(method, model, current_mask(), names=names, input_shape=input_shape,
                       dataloader=dataloader, num_batches=num_batches, loss_fn=loss_fn, seed=seed,
                       double=double, device=device)
-        mask = mask_from_scores(s, d, scope, base=mask)
-    return mask
+        vals = {n: s[n].detach().reshape(-1).cpu()[alive[n]] for n in names}
+        if scope == "global":
+            allv = torch.cat([vals[n] for n in names])
+            keep_all = topk_mask_flat(allv, min(kept_count(d, total), allv.numel()))
+            keeps, off = {}, 0
+            for n in names:
+                keeps[n] = keep_all[off:off + vals[n].numel()]
+                off += vals[n].numel()
+        else:
+            keeps = {n: topk_mask_flat(vals[n], min(kept_count(d, numels[n]), vals[n].numel()))
+                     for n in names}
+        for n in names:
+            if synflow is not None:
+                synflow.zero_entries(n, alive[n][~keeps[n]])
+            alive[n] = alive[n][keeps[n]]
+    return current_mask()

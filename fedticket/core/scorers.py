@@ -142,15 +142,27 @@ class SynFlowScorer:
         self.abs_w = {n: self.params[n].detach().clone() for n in self.names}
         self.x = torch.ones((1, *tuple(int(s) for s in input_shape)), dtype=self.dtype, device=device)
 
+    @torch.no_grad()
+    def apply_mask(self, mask: Mask | None) -> None:
+        """Reset the linearised weights to |θ| ⊙ mask."""
+        for n in self.names:
+            w = self.abs_w[n]
+            if mask is not None and n in mask:
+                torch.where(mask[n].to(w.device), w, torch.zeros((), dtype=w.dtype, device=w.device),
+                            out=self.params[n].data)
+            else:
+                self.params[n].data.copy_(w)
+
+    @torch.no_grad()
+    def zero_entries(self, name: str, flat_idx: torch.Tensor) -> None:
+        """Prune more entries of one tensor in place (iterative pruning only ever removes)."""
+        if flat_idx.numel():
+            self.params[name].data.view(-1).index_fill_(0, flat_idx.to(self.params[name].device), 0)
+
     def __call__(self, mask: Mask | None = None) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            for n in self.names:
-                w = self.abs_w[n]
-                if mask is not None and n in mask:
-                    torch.where(mask[n].to(w.device), w, torch.zeros((), dtype=w.dtype,
-                                device=w.device), out=self.params[n].data)
-                else:
-                    self.params[n].copy_(w)
+        """Scores for the current weights (after ``apply_mask`` / ``zero_entries``, or ``mask``)."""
+        if mask is not None:
+            self.apply_mask(mask)
         self.net.zero_grad(set_to_none=True)
         self.net(self.x).sum().backward()
         out = {}
@@ -168,7 +180,9 @@ def score_synflow(model, names, mask=None, input_shape=None, double: bool = Fals
         raise ValueError("synflow is data-free: it takes input_shape, not a dataloader")
     if mask is not None:
         mask.check(model)
-    return SynFlowScorer(model, names, input_shape, double, device)(mask)
+    scorer = SynFlowScorer(model, names, input_shape, double, device)
+    scorer.apply_mask(mask)
+    return scorer()
 
 
 _SCORERS = {
