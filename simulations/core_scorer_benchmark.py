@@ -45,6 +45,7 @@ def one(model_name: str, method: str, density: float, double: bool, iterations: 
             "iterations": iterations or (100 if method == "synflow" else 1), "seconds": secs,
             "peak_rss_mb": peak / 1024, "model_rss_mb": base_rss / 1024,
             "density": mask.density, "min_layer_kept": min(r["kept"] for r in mask.layer_stats()),
+            "empty_layers": [r["name"] for r in mask.layer_stats() if r["kept"] == 0],
             "threads": torch.get_num_threads()}
 
 
@@ -75,9 +76,9 @@ def main() -> None:
         rows.append(row)
         print(f"{row['model']:>9} {row['method']:>10}  {row['seconds']:8.2f} s  "
               f"peak {row['peak_rss_mb']:7.0f} MB (model alone {row['model_rss_mb']:.0f} MB)  "
-              f"min layer kept {row['min_layer_kept']}", flush=True)
+              f"min layer kept {row['min_layer_kept']}  empty: {row['empty_layers']}", flush=True)
     load = os.getloadavg()[0]
-    print(f"\n| model | method | iterations | seconds | peak RSS MB | min kept/layer |\n|---|---|---|---|---|---|")
+    print("\n| model | method | iterations | seconds | peak RSS MB | min kept/layer |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {r['iterations']} | {r['seconds']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['min_layer_kept']} |")

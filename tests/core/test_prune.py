@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -87,19 +86,19 @@ def test_exponential_schedule():
 
 
 def test_synflow_is_data_free_deterministic_and_leaves_model_untouched():
-    model = build_model("conv4", (1, 28, 28), 10, seed=3)
+    model = build_model("conv4", (1, 12, 12), 10, seed=3)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="data-free"):
-        prune(model, "synflow", 0.1, input_shape=(1, 28, 28), dataloader=fake_loader())
+        prune(model, "synflow", 0.1, input_shape=(1, 12, 12), dataloader=fake_loader())
     with pytest.raises(ValueError, match="input_shape"):
         prune(model, "synflow", 0.1)
-    m1 = prune(model, "synflow", 0.05, input_shape=(1, 28, 28), iterations=10)
-    m2 = prune(build_model("conv4", (1, 28, 28), 10, seed=3), "synflow", 0.05,
-               input_shape=(1, 28, 28), iterations=10)
+    m1 = prune(model, "synflow", 0.05, input_shape=(1, 12, 12), iterations=10)
+    m2 = prune(build_model("conv4", (1, 12, 12), 10, seed=3), "synflow", 0.05,
+               input_shape=(1, 12, 12), iterations=10)
     assert torch.equal(m1.flat(), m2.flat())
-    m3 = prune(build_model("conv4", (1, 28, 28), 10, seed=4), "synflow", 0.05,
-               input_shape=(1, 28, 28), iterations=10)
+    m3 = prune(build_model("conv4", (1, 12, 12), 10, seed=4), "synflow", 0.05,
+               input_shape=(1, 12, 12), iterations=10)
     assert not torch.equal(m1.flat(), m3.flat())
     assert model.training
     for k, v in model.state_dict().items():

@@ -6,8 +6,8 @@ from fedticket.core import Mask, SupermaskNet, prune
 from fedticket.models import build_model
 
 
-def setup(kind, density=0.3, model="lenet300", **kw):
-    net = build_model(model, (1, 28, 28), 10, seed=0)
+def setup(kind, density=0.3, model="lenet300", shape=(1, 12, 12), **kw):
+    net = build_model(model, shape, 10, seed=0)
     mask = prune(net, "random", density, seed=0)
     return SupermaskNet(net, mask, kind=kind, seed=0, **kw), mask
 
@@ -23,7 +23,7 @@ def test_only_scores_train_and_pruned_stay_zero(kind):
     before = sm.score_vector().clone()
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        x, y = torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+        x, y = torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 10, (8,), generator=g)
         opt.zero_grad()
         nn.functional.cross_entropy(sm(x), y).backward()
         opt.step()
@@ -80,9 +80,9 @@ def test_bernoulli_probabilities_and_seeded_samples():
 
 def test_effective_state_dict_loads_into_plain_model():
     sm, mask = setup("sign", model="conv4")
-    plain = build_model("conv4", (1, 28, 28), 10)
+    plain = build_model("conv4", (1, 12, 12), 10)
     plain.load_state_dict(sm.effective_state_dict())
-    x = torch.randn(4, 1, 28, 28)
+    x = torch.randn(4, 1, 12, 12)
     sm.eval(), plain.eval()
     assert torch.allclose(sm(x), plain(x), atol=1e-5)
 

@@ -1,0 +1,147 @@
+"""The frozen ticket both sides rebuild from the seed, and the plain training / evaluation loops.
+
+Server and clients call :func:`build_weights` with the same config and get bit-identical frozen
+weights, so the float weights never travel: the server sends the seed (inside the config) and the
+packed SynFlow mask once. :func:`build_ticket` adds the mask (SynFlow on the server, no data; the
+received mask on a client) and the per-layer 1/sqrt(density) rescaling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedticket.core import Mask, apply_mask, prune
+from fedticket.fl.dataset import NUM_CLASSES, input_shape
+from fedticket.models import build_model
+
+
+def _weights_key(cfg) -> tuple:
+    return (cfg.model.name, cfg.data.name, cfg.model.weight_init, int(cfg.seed))
+
+
+@lru_cache(maxsize=4)
+def _initial_state(name: str, dataset: str, weight_init: str, seed: int) -> dict[str, torch.Tensor]:
+    model = build_model(name, input_shape(dataset), NUM_CLASSES, seed=seed)
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    with torch.no_grad():
+        if weight_init != "default":
+            for pname, p in model.named_parameters():
+                if p.ndim >= 2:
+                    fan_in = math.prod(p.shape[1:])
+                    std = math.sqrt(2.0 / fan_in)  # kaiming normal, ReLU gain
+                    w = torch.randn(p.shape, generator=g) * std
+                    if weight_init == "signed_constant":
+                        w = torch.sign(w) * std
+                    p.copy_(w)
+                elif pname.endswith("bias"):
+                    p.zero_()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def build_weights(cfg) -> nn.Module:
+    """A fresh model holding the seed's initial weights (cached per process, returned as a copy)."""
+    model = build_model(cfg.model.name, input_shape(cfg.data.name), NUM_CLASSES)
+    model.load_state_dict(_initial_state(*_weights_key(cfg)))
+    return model
+
+
+def synflow_mask(cfg, model: nn.Module | None = None) -> Mask:
+    """Data-free SynFlow pruning of the seed's weights to ``cfg.density`` (server side)."""
+    model = build_weights(cfg) if model is None else model
+    if cfg.density >= 1.0:
+        return Mask.ones_like(model)
+    return prune(model, "synflow", cfg.density, input_shape=input_shape(cfg.data.name),
+                 iterations=cfg.model.prune_iterations, seed=cfg.seed)
+
+
+@torch.no_grad()
+def rescale_kept(model: nn.Module, mask: Mask) -> None:
+    """Scale each masked layer by 1/sqrt(its density): a sparse random layer keeps its output scale."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        kept = int(m.sum())
+        if 0 < kept < m.numel():
+            params[name].mul_(1.0 / math.sqrt(kept / m.numel()))
+
+
+@dataclass
+class Ticket:
+    """Frozen weights (pruned entries zeroed) + the pruning mask they were pruned with."""
+
+    model: nn.Module
+    mask: Mask
+
+    @property
+    def kept(self) -> int:
+        return self.mask.num_kept
+
+
+def build_ticket(cfg, mask: Mask | None = None) -> Ticket:
+    """Rebuild the ticket from the seed; compute the SynFlow mask when none is given (server)."""
+    model = build_weights(cfg)
+    if mask is None:
+        mask = synflow_mask(cfg, model)
+    mask.check(model)
+    apply_mask(model, mask)
+    if cfg.model.scale_by_density:
+        rescale_kept(model, mask)
+    return Ticket(model=model, mask=mask)
+
+
+def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum,
+                           weight_decay=cfg.train.weight_decay)
+
+
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, *, epochs: int, batch_size: int, generator: torch.Generator,
+                 max_steps: int | None = None) -> tuple[float, int]:
+    """Plain mini-batch cross-entropy training; returns (mean loss, steps). Seeded shuffling."""
+    model.train()
+    total, steps = 0.0, 0
+    n = len(y)
+    if n == 0:
+        return float("nan"), 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            if max_steps is not None and steps >= max_steps:
+                return total / max(steps, 1), steps
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    return total / max(steps, 1), steps
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+             ) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on (x, y)."""
+    was_training = model.training
+    model.eval()
+    correct, loss, n = 0, 0.0, len(y)
+    for start in range(0, n, batch_size):
+        out = model(x[start:start + batch_size])
+        yy = y[start:start + batch_size]
+        loss += float(F.cross_entropy(out, yy, reduction="sum"))
+        correct += int((out.argmax(1) == yy).sum())
+    model.train(was_training)
+    return (correct / n if n else float("nan")), (loss / n if n else float("nan"))
+
+
+def float_state_names(model: nn.Module) -> list[str]:
+    """State entries that FedAvg averages: every floating-point parameter and buffer, in order."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point()]

@@ -1,0 +1,112 @@
+"""The wire format of every model payload, and byte counting from the real messages.
+
+A payload is one Flower ``Array`` of raw bytes (``dtype="uint8"``, our own ``stype``) inside an
+``ArrayRecord``: no pickles, no ``.npy`` headers. Two kinds:
+
+* ``fedticket.bits``  core's :func:`~fedticket.core.encode_bits`: an 8-byte header (magic ``FT``,
+  version, flags, bit count) + ``ceil(n/8)`` packed bytes. Masks and signs.
+* ``fedticket.f32``   an 8-byte header (magic ``FF``, version, flags, count) + ``4n`` bytes of
+  little-endian float32. Dense / subnetwork weights, scores, FedPM probabilities.
+
+Everything a receiver reads is validated (kind, length, header, finiteness); a bad payload raises
+:class:`MalformedPayload` whose message is the reason the server logs when it drops a reply.
+Byte counts are ``len(array.data)`` summed over the ArrayRecords actually sent or received.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, RecordDict
+
+from fedticket.core import HEADER_BYTES, decode_bits, encode_bits
+
+BITS = "fedticket.bits"
+F32 = "fedticket.f32"
+_F32_HEADER = struct.Struct("<2sBBI")
+_F32_MAGIC = b"FF"
+_VERSION = 1
+assert _F32_HEADER.size == HEADER_BYTES  # both payload kinds carry the same 8-byte header
+
+
+class MalformedPayload(ValueError):
+    """A payload that does not decode to what the receiver expects; the message says why."""
+
+
+def bits_array(bits: torch.Tensor) -> Array:
+    blob = encode_bits(torch.as_tensor(bits).reshape(-1).bool())
+    return Array(dtype="uint8", shape=(len(blob),), stype=BITS, data=blob)
+
+
+def floats_array(values: torch.Tensor) -> Array:
+    v = torch.as_tensor(values).detach().reshape(-1).to(torch.float32).cpu().numpy()
+    blob = _F32_HEADER.pack(_F32_MAGIC, _VERSION, 0, v.size) + v.astype("<f4").tobytes()
+    return Array(dtype="uint8", shape=(len(blob),), stype=F32, data=blob)
+
+
+def raw_array(blob: bytes, stype: str) -> Array:
+    return Array(dtype="uint8", shape=(len(blob),), stype=stype, data=bytes(blob))
+
+
+def _check_array(array, stype: str) -> bytes:
+    if not isinstance(array, Array):
+        raise MalformedPayload(f"payload is a {type(array).__name__}, not a Flower Array")
+    if array.stype != stype:
+        raise MalformedPayload(f"payload kind {array.stype!r}, expected {stype!r}")
+    if array.dtype != "uint8":
+        raise MalformedPayload(f"payload dtype {array.dtype!r}, expected raw 'uint8' bytes")
+    data = bytes(array.data)
+    if tuple(array.shape) != (len(data),):
+        raise MalformedPayload(f"payload shape {tuple(array.shape)} does not match its "
+                               f"{len(data)} bytes")
+    return data
+
+
+def decode_bits_array(array, n: int) -> torch.Tensor:
+    """Flat bool tensor of exactly ``n`` bits, or MalformedPayload naming the problem."""
+    data = _check_array(array, BITS)
+    try:
+        return decode_bits(data, expected_n=n)
+    except ValueError as e:
+        raise MalformedPayload(str(e)) from None
+
+
+def decode_floats_array(array, n: int) -> torch.Tensor:
+    """Flat float32 tensor of exactly ``n`` finite values, or MalformedPayload."""
+    data = _check_array(array, F32)
+    if len(data) < _F32_HEADER.size:
+        raise MalformedPayload(f"float payload too short ({len(data)} bytes) for its header")
+    magic, version, _flags, count = _F32_HEADER.unpack_from(data)
+    if magic != _F32_MAGIC or version != _VERSION:
+        raise MalformedPayload("float payload has a foreign header")
+    if count != n:
+        raise MalformedPayload(f"float payload carries {count} values, expected {n}")
+    body = data[_F32_HEADER.size:]
+    if len(body) != 4 * n:
+        raise MalformedPayload(f"float payload body has {len(body)} bytes, expected {4 * n}")
+    v = np.frombuffer(body, dtype="<f4").astype(np.float32)
+    if not np.isfinite(v).all():
+        bad = int((~np.isfinite(v)).sum())
+        raise MalformedPayload(f"float payload has {bad} NaN/inf values")
+    return torch.from_numpy(v.copy())
+
+
+def get_array(content: RecordDict, record: str, key: str = "payload"):
+    """``content[record][key]`` or MalformedPayload saying which field is missing."""
+    if record not in content.array_records:
+        raise MalformedPayload(f"missing ArrayRecord {record!r}")
+    rec = content.array_records[record]
+    if key not in rec:
+        raise MalformedPayload(f"ArrayRecord {record!r} has no {key!r} entry")
+    return rec[key]
+
+
+def payload_nbytes(content: RecordDict) -> int:
+    """Bytes of model payload in a message: ``len(data)`` of every Array in every ArrayRecord."""
+    return int(sum(len(a.data) for rec in content.array_records.values() for a in rec.values()))
+
+
+def record(array: Array, key: str = "payload") -> ArrayRecord:
+    return ArrayRecord({key: array})
