@@ -1,0 +1,171 @@
+"""The graph-side config schema: every key, its default and why it has that default.
+
+Loaded with ``fedticket.config.load_config(GraphConfig, path, overrides)``: unknown keys, wrong
+types and impossible values (``validate``) raise ``ConfigError`` before any data is touched.
+Defaults follow the TEDDY code (lr 0.01, weight decay 5e-4, 200 epochs, hidden 512, 2 layers) and
+the UGS schedule (p_g = 0.05, p_w = 0.2 per level, 20 levels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fedticket.errors import ConfigError
+
+METHODS = ("teddy", "ugs", "random")
+
+
+def _h(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["gcn", "gat", "gin"] = field(default="gcn", metadata=_h("GNN: gcn, gat or gin (two layers each)"))
+    hidden: int = field(default=512, metadata=_h("hidden width (GAT: total over heads, hidden/heads per head)"))
+    heads: int = field(default=8, metadata=_h("GAT attention heads in the first layer"))
+    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention; 0.6 in the paper)"))
+
+    def validate(self) -> None:
+        if self.hidden < 1:
+            raise ConfigError(f"model.hidden must be >= 1, got {self.hidden}")
+        if self.heads < 1:
+            raise ConfigError(f"model.heads must be >= 1, got {self.heads}")
+        if self.name == "gat" and self.hidden % self.heads:
+            raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads "
+                              f"({self.heads}) for GAT")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = field(default=0.01, metadata=_h("Adam learning rate"))
+    weight_decay: float = field(default=5e-4, metadata=_h("Adam (L2) weight decay"))
+    epochs: int = field(default=200, metadata=_h("full-batch epochs per training run"))
+
+    def validate(self) -> None:
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class SweepConfig:
+    graph_rate: float = field(default=0.05, metadata=_h("p_g: level k has graph sparsity 1-(1-p_g)^k"))
+    weight_rate: float = field(default=0.2, metadata=_h("p_w: level k has weight sparsity 1-(1-p_w)^k"))
+    num_levels: int = field(default=20, metadata=_h("K: levels 1..K"))
+    levels: list[int] = field(default_factory=list, metadata=_h("run only these levels (empty: all 1..K); --levels 1,5,10"))
+    graph_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit graph sparsity per level (overrides graph_rate; length K)"))
+    weight_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit weight sparsity per level (overrides weight_rate; length K)"))
+
+    def validate(self) -> None:
+        for key in ("graph_rate", "weight_rate"):
+            v = getattr(self, key)
+            if not (0.0 <= v < 1.0) or math.isnan(v):
+                raise ConfigError(f"sweep.{key} must be in [0, 1) (a fraction pruned per level), got {v}")
+        if self.num_levels < 1:
+            raise ConfigError(f"sweep.num_levels must be >= 1, got {self.num_levels}")
+        for key in ("graph_sparsities", "weight_sparsities"):
+            vals = getattr(self, key)
+            if vals and len(vals) != self.num_levels:
+                raise ConfigError(f"sweep.{key} has {len(vals)} entries but sweep.num_levels is "
+                                  f"{self.num_levels}; give one per level or leave it empty")
+            for v in vals:
+                if not (0.0 <= v < 1.0) or math.isnan(v):
+                    raise ConfigError(f"sweep.{key} entries must be sparsities in [0, 1), got {v} "
+                                      "(1 would remove everything)")
+        bad = [k for k in self.levels if not (1 <= k <= self.num_levels)]
+        if bad:
+            raise ConfigError(f"sweep.levels {bad} outside 1..{self.num_levels} (sweep.num_levels)")
+
+    def schedule(self) -> list[tuple[int, float, float]]:
+        """``(level, graph_sparsity, weight_sparsity)`` for the selected levels, ascending."""
+        out = []
+        chosen = sorted(set(self.levels)) if self.levels else range(1, self.num_levels + 1)
+        for k in chosen:
+            gs = (self.graph_sparsities[k - 1] if self.graph_sparsities
+                  else 1.0 - (1.0 - self.graph_rate) ** k)
+            ws = (self.weight_sparsities[k - 1] if self.weight_sparsities
+                  else 1.0 - (1.0 - self.weight_rate) ** k)
+            out.append((k, gs, ws))
+        return out
+
+
+@dataclass
+class TeddyConfig:
+    kd_lambda: float = field(default=1.0, metadata=_h("λ of CE + λ·KL(teacher‖student); 0 disables distillation"))
+    temperature: float = field(default=1.0, metadata=_h("distillation temperature T (loss scaled by T²)"))
+    weight_scope: Literal["global", "layer"] = field(default="global", metadata=_h("ℓ0 projection over all GNN weights (global) or per tensor (layer)"))
+
+    def validate(self) -> None:
+        if self.kd_lambda < 0:
+            raise ConfigError(f"teddy.kd_lambda must be >= 0, got {self.kd_lambda}")
+        if self.temperature <= 0:
+            raise ConfigError(f"teddy.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class UGSConfig:
+    mask_epochs: int = field(default=200, metadata=_h("epochs of joint weight + mask training per pruning round"))
+    edge_l1: float = field(default=1e-2, metadata=_h("ℓ1 coefficient on the edge mask (UGS s1)"))
+    weight_l1: float = field(default=1e-2, metadata=_h("ℓ1 coefficient on the weight masks (UGS s2)"))
+    mask_init_noise: float = field(default=1e-5, metadata=_h("masks start at 1 + noise·U(0,1), to break ties"))
+
+    def validate(self) -> None:
+        if self.mask_epochs < 1:
+            raise ConfigError(f"ugs.mask_epochs must be >= 1, got {self.mask_epochs}")
+        if self.edge_l1 < 0 or self.weight_l1 < 0:
+            raise ConfigError("ugs.edge_l1 and ugs.weight_l1 must be >= 0")
+
+
+@dataclass
+class GraphConfig:
+    name: str = field(default="graph", metadata=_h("run name (results folder name when --out is not given)"))
+    dataset: str = field(default="cora", metadata=_h("cora, citeseer or pubmed (PyG Planetoid, public split)"))
+    data_root: str = field(default="", metadata=_h("folder holding Planetoid/<Name>/raw (else --data-root, $FEDTICKET_DATA, ./data)"))
+    normalize_features: bool = field(default=True, metadata=_h("row-normalise features (as the GCN/TEDDY code)"))
+    methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_h("any of teddy, ugs, random; the dense model is always trained"))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_h("one full sweep per seed; summary reports mean ± std"))
+    num_threads: int = field(default=0, metadata=_h("torch CPU threads (0: torch default; 1 is fastest on a busy machine)"))
+    save_masks: bool = field(default=True, metadata=_h("save each level's weight mask and edge mask (safetensors)"))
+    out_root: str = field(default="runs/graph", metadata=_h("parent folder of the results when --out is not given"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    teddy: TeddyConfig = field(default_factory=TeddyConfig)
+    ugs: UGSConfig = field(default_factory=UGSConfig)
+
+    def validate(self) -> None:
+        from graph.data import DATASETS
+
+        if self.dataset.lower() not in DATASETS:
+            import difflib
+
+            hint = difflib.get_close_matches(self.dataset.lower(), list(DATASETS), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"config key 'dataset': unknown dataset {self.dataset!r}{extra}; "
+                              f"choose one of {', '.join(DATASETS)}")
+        if not self.methods:
+            raise ConfigError("config key 'methods' is empty; list any of " + ", ".join(METHODS))
+        for m in self.methods:
+            if m not in METHODS:
+                import difflib
+
+                hint = difflib.get_close_matches(m, METHODS, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"config key 'methods': unknown method {m!r}{extra}; "
+                                  f"choose from {', '.join(METHODS)} (dense always runs)")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"config key 'methods' lists a method twice: {self.methods}")
+        if not self.seeds:
+            raise ConfigError("config key 'seeds' is empty; give at least one seed, e.g. [0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"config key 'seeds' repeats a seed: {self.seeds}")
+        if self.num_threads < 0:
+            raise ConfigError(f"num_threads must be >= 0, got {self.num_threads}")

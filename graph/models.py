@@ -1,0 +1,246 @@
+"""Two-layer GCN, GAT and GIN that all take an optional per-edge weight.
+
+Why our own layers rather than ``torch_geometric.nn.GCNConv`` & co.:
+
+* UGS learns a soft mask per edge, so every model must multiply each message by a differentiable
+  edge weight. PyG's ``GATConv`` and ``GINConv`` have no such argument (``edge_attr`` feeds a
+  learned projection, which is not a mask).
+* The first layer takes :class:`graph.features.SparseFeatures` (bag-of-words features in CSR), which
+  makes an epoch several times cheaper on CPU; PyG's ``Linear`` only takes dense input.
+
+The message passing itself uses PyG utilities (``gcn_norm``, ``add_remaining_self_loops``,
+``softmax``), so the maths is PyG's. Weights follow the TEDDY/UGS code: no biases on the GCN and
+GAT layers (so every parameter a mask touches is a weight matrix or an attention vector).
+
+Edge-weight semantics, all with ``edge_weight = None`` meaning 1 on every edge:
+
+* GCN: the weight scales each edge's entry of ``Â = D^-1/2 (A + I) D^-1/2`` (normalised from the
+  structure, so a 0 weight silences an edge exactly and no degree ever vanishes);
+* GAT: a weighted softmax, ``α_ij ∝ |w_ij| exp(e_ij)``, so a weight of 0 removes the edge exactly
+  (from the normaliser too) and gradients reach the weight;
+* GIN: ``(1 + eps) h_i + Σ_j w_ij h_j``.
+
+Parameter names (what a Mask keys on): ``conv1.weight``, ``conv2.weight`` and, for GAT,
+``conv{1,2}.att_src`` / ``att_dst`` (shape ``[1, heads, channels]``); GIN's ``eps`` is 1-D and
+never pruned by the default selection (``ndim >= 2``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
+
+from graph.features import SparseFeatures, SparseFeaturesView, linear
+from graph.ops import spmm
+
+MODEL_NAMES = ("gcn", "gat", "gin")
+
+
+def _glorot_(w: Tensor) -> None:
+    fan_out, fan_in = w.size(-2), w.size(-1)
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        w.uniform_(-a, a)
+
+
+class GCNLayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+        _glorot_(self.weight)
+
+    def forward(self, x, edge_index: Tensor, norm: Tensor, num_nodes: int) -> Tensor:
+        return spmm(edge_index, norm, linear(x, self.weight), num_nodes)
+
+
+class GCN(nn.Module):
+    """Kipf & Welling GCN: ``Â relu(Â X W1) W2`` with dropout on the hidden layer.
+
+    ``Â = D^-1/2 (A + I) D^-1/2`` is computed from the structure (the edges present, one weight-1
+    self-loop per node); an ``edge_weight`` then scales each edge's message of ``Â``, as UGS's
+    mask multiplies the normalised adjacency. Because the normalisation never sees the weights, a
+    learnable mask can take any value (even negative) without a degree turning zero or negative.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5):
+        super().__init__()
+        self.conv1 = GCNLayer(in_dim, hidden)
+        self.conv2 = GCNLayer(hidden, out_dim)
+        self.dropout = dropout
+
+    def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        n = x.shape[0]
+        ei, norm = normalized_adjacency(edge_index, edge_weight, n, self.conv1.weight.dtype)
+        h = F.relu(self.conv1(x, ei, norm, n))
+        h = dropout(h, self.dropout, self.training)
+        return self.conv2(h, ei, norm, n)
+
+
+def normalized_adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
+                         dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """Edges of ``Â = D^-1/2 (A + I) D^-1/2`` (loops replaced by one per node) times ``edge_weight``."""
+    keep = edge_index[0] != edge_index[1]
+    ei = edge_index[:, keep]
+    loops = torch.arange(num_nodes, device=edge_index.device)
+    ei = torch.cat([ei, torch.stack([loops, loops])], dim=1)
+    deg = torch.ones(num_nodes, dtype=dtype, device=edge_index.device)
+    deg.index_add_(0, ei[1, :-num_nodes] if num_nodes else ei[1],
+                   torch.ones(int(keep.sum()), dtype=dtype, device=edge_index.device))
+    dis = deg.rsqrt()
+    norm = dis[ei[0]] * dis[ei[1]]
+    if edge_weight is not None:
+        w = torch.cat([edge_weight[keep].to(dtype), torch.ones(num_nodes, dtype=dtype,
+                                                                device=edge_index.device)])
+        norm = norm * w
+    return ei, norm
+
+
+class GATLayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, heads: int, concat: bool, dropout: float):
+        super().__init__()
+        self.heads, self.out_dim, self.concat, self.dropout = heads, out_dim, concat, dropout
+        self.weight = nn.Parameter(torch.empty(heads * out_dim, in_dim))
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_dim))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_dim))
+        _glorot_(self.weight)
+        _glorot_(self.att_src)
+        _glorot_(self.att_dst)
+
+    def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int) -> Tensor:
+        H, C = self.heads, self.out_dim
+        h = linear(x, self.weight).view(-1, H, C)
+        a_src = (h * self.att_src).sum(-1)
+        a_dst = (h * self.att_dst).sum(-1)
+        src, dst = edge_index
+        alpha = F.leaky_relu(a_src.index_select(0, src) + a_dst.index_select(0, dst), 0.2)
+        alpha = weighted_softmax(alpha, dst, edge_weight, num_nodes)
+        alpha = dropout(alpha, self.dropout, self.training)
+        out = _gat_aggregate(h, src, dst, alpha, num_nodes)
+        return out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
+
+
+def weighted_softmax(logits: Tensor, dst: Tensor, weight: Tensor | None, num_nodes: int) -> Tensor:
+    """``α_ij = |w_ij| exp(e_ij) / Σ_k |w_ik| exp(e_ik)`` over the edges into each node ``i``.
+
+    With all weights 1 this is GAT's softmax; a weight of 0 removes the edge from the numerator
+    *and* the denominator, exactly as if it were absent, and gradients reach ``w``. The magnitude
+    is used so that a learnable mask that drifts below zero (UGS's ℓ1 pushes it there) still means
+    "how much of this edge", as in UGS's magnitude-based pruning.
+    """
+    if weight is None:
+        return softmax(logits, dst, num_nodes=num_nodes)
+    m = scatter(logits.detach(), dst, dim=0, dim_size=num_nodes, reduce="max")
+    ex = torch.exp(logits - m.index_select(0, dst)) * weight.abs().view(-1, *([1] * (logits.dim() - 1)))
+    den = scatter(ex, dst, dim=0, dim_size=num_nodes, reduce="sum")
+    return ex / (den.index_select(0, dst) + 1e-16)
+
+
+def _gat_aggregate(h: Tensor, src: Tensor, dst: Tensor, alpha: Tensor, num_nodes: int) -> Tensor:
+    """Per-head weighted sum (gather/scatter: each head has its own coefficients)."""
+    msg = h.index_select(0, src) * alpha.unsqueeze(-1)
+    out = torch.zeros((num_nodes,) + tuple(h.shape[1:]), dtype=h.dtype, device=h.device)
+    return out.index_add_(0, dst, msg)
+
+
+class GAT(nn.Module):
+    """Veličković et al. GAT: ``heads`` attention heads (concatenated) then one averaged output head.
+
+    ``hidden`` is the total hidden width; each head has ``hidden // heads`` channels, so GAT with
+    ``hidden=512, heads=8`` is as wide as the 512-unit GCN. Dropout (input, hidden and attention)
+    is ``dropout``, 0.6 in the GAT paper.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.6):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"GAT hidden size {hidden} must be divisible by heads={heads}")
+        self.conv1 = GATLayer(in_dim, hidden // heads, heads, concat=True, dropout=dropout)
+        self.conv2 = GATLayer(hidden, out_dim, 1, concat=False, dropout=dropout)
+        self.dropout = dropout
+
+    def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        n = x.shape[0]
+        ei, ew = add_remaining_self_loops(edge_index, edge_weight, 1.0, n)
+        x = _input_dropout(x, self.dropout, self.training)
+        h = F.elu(self.conv1(x, ei, ew, n))
+        h = dropout(h, self.dropout, self.training)
+        return self.conv2(h, ei, ew, n)
+
+
+class GINLayer(nn.Module):
+    """GIN with a one-layer linear ``nn`` (as in the TEDDY/UGS code) and a learnable ``eps``.
+
+    Because the ``nn`` is linear, ``W((1+eps) x_i + Σ w_ij x_j) = (1+eps) W x_i + Σ w_ij W x_j``:
+    we transform first and aggregate second, which is exact and lets the first layer use sparse
+    features.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+        self.eps = nn.Parameter(torch.zeros(1))
+        _glorot_(self.weight)
+
+    def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int) -> Tensor:
+        h = linear(x, self.weight)
+        agg = spmm(edge_index, edge_weight, h, num_nodes)
+        return (1.0 + self.eps) * h + agg
+
+
+class GIN(nn.Module):
+    """Two GIN layers with ReLU and dropout in between (sum aggregation, self term ``1 + eps``)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5):
+        super().__init__()
+        self.conv1 = GINLayer(in_dim, hidden)
+        self.conv2 = GINLayer(hidden, out_dim)
+        self.dropout = dropout
+
+    def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        n = x.shape[0]
+        ei, ew = _drop_loops(edge_index, edge_weight)
+        h = F.relu(self.conv1(x, ei, ew, n))
+        h = dropout(h, self.dropout, self.training)
+        return self.conv2(h, ei, ew, n)
+
+
+def _drop_loops(edge_index: Tensor, edge_weight: Tensor | None):
+    """GIN's self term is ``1 + eps``; an explicit self-loop would count the node twice."""
+    keep = edge_index[0] != edge_index[1]
+    if bool(keep.all()):
+        return edge_index, edge_weight
+    return edge_index[:, keep], (None if edge_weight is None else edge_weight[keep])
+
+
+def dropout(h: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout with a ``rand < p`` mask: same distribution as ``F.dropout`` but about 3x
+    faster on CPU (``bernoulli_`` costs 28 ms on a 2708 x 512 activation here, ``rand_like`` 9 ms),
+    and dropout was the single largest item of a GCN epoch on Cora."""
+    if not training or p <= 0.0:
+        return h
+    return h * (torch.rand_like(h) >= p) * (1.0 / (1.0 - p))
+
+
+def _input_dropout(x, p: float, training: bool):
+    if isinstance(x, SparseFeatures):
+        return x.dropout(p, training)
+    if isinstance(x, SparseFeaturesView):
+        return x
+    return dropout(x, p, training)
+
+
+def build_model(name: str, in_dim: int, num_classes: int, hidden: int = 512, heads: int = 8,
+                dropout: float = 0.5) -> nn.Module:
+    """One of :data:`MODEL_NAMES`, two layers, ``hidden`` units."""
+    name = name.lower()
+    if name == "gcn":
+        return GCN(in_dim, hidden, num_classes, dropout)
+    if name == "gat":
+        return GAT(in_dim, hidden, num_classes, heads, dropout)
+    if name == "gin":
+        return GIN(in_dim, hidden, num_classes, dropout)
+    raise ValueError(f"unknown graph model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

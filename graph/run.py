@@ -1,0 +1,204 @@
+"""``fedticket graph run``: config in, results folder out.
+
+    fedticket graph run -c configs/graph/quickstart.yaml [--set k=v ...] [--out DIR]
+                        [--levels 1,5,10] [--data-root D] [--quiet]
+
+Order of work: load + validate the config (``ConfigError`` on any bad key or value), load the data
+(one ``UserError`` naming the files when they are missing offline), *then* train. The folder gets:
+
+* ``config.yaml``   the resolved config (file < --set < --levels), enough to rerun;
+* ``levels.csv``    one row per (seed, method, level), streamed as each finishes: method, level,
+                    graph_sparsity, weight_sparsity, val_accuracy, test_accuracy, seconds, plus
+                    seed, cumulative_seconds, edges_kept, weights_kept, best_epoch, mask_file;
+* ``summary.json``  dataset, model, dense_test_accuracy and a ``levels`` list (mean and std over
+                    seeds per method and level);
+* ``test_acc_vs_graph_sparsity.png`` / ``test_acc_vs_weight_sparsity.png``, one curve per method;
+* ``masks/``        each level's weight mask (core ``Mask`` file) and kept edges (safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fedticket.config import load_config, to_dict
+from fedticket.data import resolve_data_root
+from fedticket.errors import ConfigError
+from fedticket.results import RunDir, plot_lines
+from graph.config import GraphConfig
+from graph.data import describe, load_planetoid
+from graph.features import maybe_sparse
+from graph.sweep import LevelRow, run_seed
+
+
+def _level_overrides(levels: str | None) -> list[str]:
+    if levels is None or str(levels).strip() == "":
+        return []
+    text = str(levels).strip()
+    if not text.startswith("["):
+        text = f"[{text}]"
+    return [f"sweep.levels={text}"]
+
+
+def load(args: argparse.Namespace) -> GraphConfig:
+    overrides = list(getattr(args, "set", None) or []) + _level_overrides(getattr(args, "levels", None))
+    return load_config(GraphConfig, args.config, overrides)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def summarize(cfg: GraphConfig, rows: list[LevelRow], data_name: str, seconds: float) -> dict:
+    groups: dict[tuple[str, int], list[LevelRow]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.level), []).append(r)
+    order = {m: i for i, m in enumerate(["dense", *cfg.methods])}
+    levels = []
+    for (method, level), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        test_m, test_s = _mean_std([r.test_accuracy for r in rs])
+        val_m, val_s = _mean_std([r.val_accuracy for r in rs])
+        entry = {
+            "method": method, "level": level,
+            "graph_sparsity": rs[0].graph_sparsity, "weight_sparsity": rs[0].weight_sparsity,
+            "val_accuracy": val_m, "test_accuracy": test_m, "test_accuracy_std": test_s,
+            "val_accuracy_std": val_s,
+            "seconds": _mean_std([r.seconds for r in rs])[0],
+            "cumulative_seconds": _mean_std([r.cumulative_seconds for r in rs])[0],
+            "edges_kept": rs[0].edges_kept, "weights_kept": rs[0].weights_kept,
+            "num_seeds": len(rs), "per_seed_test_accuracy": [r.test_accuracy for r in rs],
+        }
+        mask_files = [r.mask_file for r in rs if r.mask_file]
+        if mask_files:
+            entry["mask_files"] = mask_files
+        if rs[0].extra.get("mask_layers"):
+            entry["mask_layers"] = rs[0].extra["mask_layers"]
+        levels.append(entry)
+    dense = [e for e in levels if e["method"] == "dense"]
+    return {
+        "dataset": data_name, "model": cfg.model.name, "methods": list(cfg.methods),
+        "seeds": list(cfg.seeds),
+        "dense_test_accuracy": dense[0]["test_accuracy"] if dense else None,
+        "dense_test_accuracy_std": dense[0]["test_accuracy_std"] if dense else None,
+        "total_seconds": seconds, "levels": levels,
+    }
+
+
+def plot(rundir: RunDir, summary: dict) -> list[Path]:
+    out = []
+    title = f"{summary['model'].upper()} on {summary['dataset']}"
+    for key, xlabel, fname in (("graph_sparsity", "graph sparsity (fraction of edges removed)",
+                                "test_acc_vs_graph_sparsity.png"),
+                               ("weight_sparsity", "weight sparsity (fraction of weights removed)",
+                                "test_acc_vs_weight_sparsity.png")):
+        series, yerr = {}, {}
+        for method in summary["methods"]:
+            pts = sorted((e[key], e["test_accuracy"], e["test_accuracy_std"])
+                         for e in summary["levels"] if e["method"] == method)
+            if pts:
+                series[method] = ([p[0] for p in pts], [100 * p[1] for p in pts])
+                yerr[method] = [100 * p[2] for p in pts]
+        if summary["dense_test_accuracy"] is not None and series:
+            xmax = max(max(xs) for xs, _ in series.values())
+            d = 100 * summary["dense_test_accuracy"]
+            series["dense"] = ([0.0, xmax], [d, d])
+        out.append(plot_lines(rundir.file(fname), series, xlabel, "test accuracy (%)", title, yerr=yerr))
+    return out
+
+
+def _default_out(cfg: GraphConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.out_root) / f"{cfg.name}-{stamp}"
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    quiet = bool(getattr(args, "quiet", False))
+    say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+    sweep_all = type(cfg.sweep)(**{**to_dict(cfg.sweep), "levels": []})
+    full_schedule = sweep_all.schedule()
+    schedule = cfg.sweep.schedule()
+    if not schedule:
+        raise ConfigError("no levels selected; check sweep.levels / --levels")
+    root = resolve_data_root(getattr(args, "data_root", None), cfg.data_root or None)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_planetoid(cfg.dataset, root, cfg.normalize_features)  # UserError before training
+    say(describe(data))
+    x = maybe_sparse(data.x)
+
+    out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
+    rundir = RunDir(out)
+    if rundir.file("levels.csv").exists():
+        rundir.file("levels.csv").unlink()  # a rerun into the same folder starts a fresh table
+    rundir.save_config(to_dict(cfg))
+    mask_dir = None
+    if cfg.save_masks:
+        mask_dir = rundir.file("masks")
+        mask_dir.mkdir(exist_ok=True)
+
+    per_seed = 1 + len(schedule) * len(cfg.methods)
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=per_seed * len(cfg.seeds), desc="levels", unit="run")
+    rows: list[LevelRow] = []
+    t0 = time.perf_counter()
+    try:
+        for seed in cfg.seeds:
+            rows += run_seed(cfg, data, x, seed, schedule, full_schedule, mask_dir=mask_dir,
+                             progress=not quiet, level_bar=bar,
+                             on_row=lambda r: rundir.append_csv("levels.csv", r.csv_row()))
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = summarize(cfg, rows, data.name, time.perf_counter() - t0)
+    rundir.write_json("summary.json", summary)
+    plots = plot(rundir, summary)
+    if not quiet:
+        say(format_table(summary))
+        say(f"results: {rundir.path}  ({', '.join(p.name for p in plots)})")
+    return 0
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'method':<8} {'level':>5} {'graph sp':>9} {'weight sp':>9} {'test acc':>14} {'sec':>7}"]
+    for e in summary["levels"]:
+        acc = f"{100 * e['test_accuracy']:.2f}"
+        if e["num_seeds"] > 1:
+            acc += f" ± {100 * e['test_accuracy_std']:.2f}"
+        lines.append(f"{e['method']:<8} {e['level']:>5} {e['graph_sparsity']:>9.4f} "
+                     f"{e['weight_sparsity']:>9.4f} {acc:>14} {e['seconds']:>7.2f}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Stand-alone parser (``python -m graph.run``) with the same flags as ``fedticket graph run``."""
+    p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__.splitlines()[0])
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default=None)
+    p.add_argument("--levels", default=None)
+    p.add_argument("--data-root", dest="data_root", default=None)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from fedticket.errors import UserError
+
+    try:
+        raise SystemExit(main(build_parser().parse_args()))
+    except UserError as e:
+        print(f"fedticket: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
