@@ -23,7 +23,12 @@ VISION_DATASETS = {
 }
 
 
+# the federated configs spell names without the dash (torchvision's class names, lower-cased)
+ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
+
+
 def dataset_info(name: str) -> dict:
+    name = ALIASES.get(name, name)
     if name not in VISION_DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(VISION_DATASETS)}")
     cls, shape, classes, mean, std, files = VISION_DATASETS[name]
@@ -41,6 +46,7 @@ def load_vision_dataset(name: str, root: str | Path, train: bool = True, downloa
     from torchvision import transforms
 
     info = dataset_info(name)
+    name = ALIASES.get(name, name)
     root = Path(root)
     cls = getattr(torchvision.datasets, info["class"])
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(info["mean"], info["std"])])
