@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Sequence
 
 from fedticket.errors import UserError
@@ -180,6 +181,9 @@ def cmd_mask_info(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # PyG's import calls torch.jit.script, which torch now flags as deprecated: noise for users,
+    # and it would turn a one-line error into three.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -87,3 +87,18 @@ def test_missing_dataset_is_one_clear_error(capsys, tmp_path, monkeypatch):
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "fedticket", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "fedticket" in r.stdout
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["graph", "run", "-c", "configs/graph/quickstart.yaml", "--set", "dataset=Reddit"], "unknown dataset"),
+    (["fl", "run", "-c", "configs/fl/quickstart.yaml", "--set", "densty=0.1"], "Did you mean 'density'"),
+    (["fl", "run", "-c", "configs/fl/nope.yaml"], "not found"),
+])
+def test_side_commands_bad_input_is_one_line(argv, match):
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "fedticket", *argv], capture_output=True, text=True,
+                       cwd=repo)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fedticket: error:") and match in lines[0], r.stderr
