@@ -117,15 +117,14 @@ def cmd_prune(args) -> int:
                             "(and --data-root if the data is not in ./data)")
         import torch
 
-        from fedticket.data import resolve_data_root
-        from fedticket.datasets import dataset_info, load_vision_dataset
+        from fedticket.datasets import NUM_CLASSES, canonical_name, input_shape, load_vision_dataset
 
-        info = dataset_info(args.dataset)
-        if shape is not None and tuple(shape) != tuple(info["input_shape"]):
+        name = canonical_name(args.dataset)
+        if shape is not None and tuple(shape) != input_shape(name):
             raise UserError(f"--input-shape {shape} does not match {args.dataset} "
-                            f"{info['input_shape']}; drop --input-shape")
-        shape, classes = info["input_shape"], classes or info["num_classes"]
-        ds = load_vision_dataset(args.dataset, resolve_data_root(args.data_root), train=True)
+                            f"{input_shape(name)}; drop --input-shape")
+        shape, classes = input_shape(name), classes or NUM_CLASSES
+        ds = load_vision_dataset(name, args.data_root, train=True)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(args.seed))
     elif args.dataset:

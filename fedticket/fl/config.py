@@ -37,8 +37,8 @@ class DataConfig:
     name: Literal["fashionmnist", "mnist", "cifar10"] = _f(
         "fashionmnist", "Dataset (torchvision): fashionmnist, mnist or cifar10.")
     root: str | None = _f(
-        None, "Data root. Order: --data-root flag > this key > $FEDTICKET_DATA > ./data, then "
-              "../shared/data next to the repo. torchvision layout, e.g. ROOT/FashionMNIST/raw/.")
+        None, "Data root. Order: --data-root flag > this key > $FEDTICKET_DATA > ./data. "
+              "torchvision layout, e.g. ROOT/FashionMNIST/raw/.")
     download: bool = _f(True, "Try a torchvision download when the files are missing (needs internet).")
     partition: Literal["iid", "dirichlet", "shards", "pathological"] = _f(
         "iid", "flwr-datasets partitioner: iid (IidPartitioner), dirichlet (DirichletPartitioner "
