@@ -98,7 +98,66 @@ def build_parser() -> argparse.ArgumentParser:
     pg = gsub.add_parser("run", help="run a graph sparsification sweep")
     _add_run_args(pg)
     pg.add_argument("--levels", default=None, help="comma list of levels to run, e.g. 1,5,10")
+
+    _add_deploy_parser(sub)
     return parser
+
+
+def _add_deploy_parser(sub) -> None:
+    p = sub.add_parser("deploy", help="TLS certificates, SuperNode keys and the Flower commands "
+                       "of a real (non-simulated) federation")
+    dsub = p.add_subparsers(dest="deploy_command", parser_class=_Parser)
+
+    d = dsub.add_parser("certs", help="make a private CA and the SuperLink's TLS certificate")
+    d.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.crt, server.key")
+    d.add_argument("--host", action="append", required=True, metavar="H",
+                   help="IP or DNS name the SuperNodes and flwr dial (repeatable)")
+    d.add_argument("--days", type=int, default=365, help="validity (default: 365)")
+    d.add_argument("--force", action="store_true", help="replace existing files")
+
+    d = dsub.add_parser("keys", help="make SuperNode authentication key pairs")
+    d.add_argument("names", nargs="+", metavar="NAME", help="one key pair per SuperNode")
+    d.add_argument("--out", required=True, help="folder for NAME and NAME.pub")
+    d.add_argument("--force", action="store_true", help="replace existing files")
+
+    d = dsub.add_parser("connection", help="add a [superlink.NAME] entry to flwr's config.toml")
+    d.add_argument("name", metavar="NAME")
+    d.add_argument("--address", required=True, help="the SuperLink's HOST:PORT")
+    d.add_argument("--root-certificates", default=None, metavar="CA", help="ca.crt (TLS)")
+    d.add_argument("--insecure", action="store_true", help="plain text (trusted lab network only)")
+    d.add_argument("--flwr-home", default=None, help="default: $FLWR_HOME, else ~/.flwr")
+
+    d = dsub.add_parser("superlink", help="start flower-superlink (TLS, SuperNode auth)")
+    d.add_argument("--certs", default=None, help="folder made by `fedticket deploy certs`")
+    d.add_argument("--database", required=True, help="state file (survives a restart)")
+    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
+    d.add_argument("--no-auth", action="store_true", help="admit unregistered SuperNodes")
+    d.add_argument("--insecure", action="store_true", help="no TLS (needs --no-auth)")
+    d.add_argument("--print", action="store_true", help="print the command instead of running it")
+
+    d = dsub.add_parser("supernode", help="start flower-supernode for one data partition")
+    d.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
+    d.add_argument("--partition-id", type=int, required=True)
+    d.add_argument("--num-partitions", type=int, required=True)
+    d.add_argument("--root-certificates", default=None, metavar="CA", help="ca.crt (TLS)")
+    d.add_argument("--key", default=None, help="this SuperNode's private key (deploy keys)")
+    d.add_argument("--port", type=int, default=9094, help="ClientAppIo port, one per SuperNode")
+    d.add_argument("--data-root", default=None, help="this device's data folder")
+    d.add_argument("--state-dir", default=None, help="local client state, for resumable runs")
+    d.add_argument("--insecure", action="store_true", help="no TLS (trusted lab network only)")
+    d.add_argument("--print", action="store_true", help="print the command instead of running it")
+
+    d = dsub.add_parser("local", help="try a whole deployment on this machine: SuperLink + "
+                        "SuperNodes on 127.0.0.1 (TLS, auth), flwr run, then stop them all")
+    d.add_argument("--nodes", type=int, default=3, help="SuperNodes, one partition each (default 3)")
+    d.add_argument("--rounds", type=int, default=5)
+    d.add_argument("--out", default=None, help="folder for the federation's files and the "
+                   "results (default: runs/deploy-local-<time>)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run config key (repeatable), e.g. --set method=fedavg")
+    d.add_argument("--data-root", default=None, help="data folder (default: $FEDTICKET_DATA, ./data)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _mask_json(mask, method: str | None, density_target: float | None) -> dict:
@@ -179,6 +238,69 @@ def cmd_mask_info(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from fedticket.fl import deploy
+
+    c = args.deploy_command
+    if c == "certs":
+        paths = deploy.make_certs(args.out, args.host, days=args.days, force=args.force)
+        for p in paths.values():
+            print(p)
+        print(f"valid for: {', '.join(deploy.cert_hosts(paths[deploy.SERVER_CERT]))}")
+        print("ca.crt goes to every SuperNode and the flwr CLI (and the SuperLink); server.crt and "
+              "server.key to the SuperLink only; ca.key offline (it signs new certificates)")
+        return 0
+    if c == "keys":
+        pairs = [deploy.node_key_paths(args.out, n) for n in args.names]
+        if len(set(pairs)) < len(pairs):
+            raise UserError(f"key names repeat in {' '.join(args.names)}; give each once")
+        # all or nothing: a clash on the third name must not leave two new keys behind
+        deploy.refuse_overwrite([p for pair in pairs for p in pair], args.force)
+        pubs = []
+        for n in args.names:
+            priv, pub = deploy.make_node_key(args.out, n, force=True)
+            pubs.append(pub)
+            print(f"{priv}  (private key of SuperNode {n}: stays on it, as its --key)")
+        print("register each with the SuperLink, from a machine with a flwr connection to it:")
+        for pub in pubs:
+            print(f"{deploy.shell(['flwr', 'supernode', 'register', str(pub)])} <connection>")
+        return 0
+    if c == "connection":
+        path = deploy.write_connection(args.name, args.address, args.root_certificates,
+                                       insecure=args.insecure, home=args.flwr_home)
+        print(path)
+        return 0
+    if c in ("superlink", "supernode"):
+        if c == "superlink":
+            cmd = deploy.superlink_command(args.certs, args.database, port=args.port,
+                                           host=args.host, auth=not args.no_auth,
+                                           insecure=args.insecure)
+        else:
+            cmd = deploy.supernode_command(args.superlink, args.partition_id, args.num_partitions,
+                                           root_certificates=args.root_certificates, key=args.key,
+                                           port=args.port, data_root=args.data_root,
+                                           insecure=args.insecure, state_dir=args.state_dir)
+        if args.print:
+            print(deploy.shell(cmd))
+            return 0
+        deploy.exec_command(cmd)  # returns only in tests, where execvp is faked
+        return 0
+    if c == "local":
+        from datetime import datetime
+
+        from fedticket.fl.localfed import run_local
+
+        out = args.out or f"runs/deploy-local-{datetime.now():%Y%m%d-%H%M%S}"
+        summary = run_local(args.nodes, args.rounds, out, args.set, args.data_root, args.quiet)
+        print(f"{summary['method']}: final global accuracy {summary['final_global_accuracy']:.4f} "
+              f"(from {summary['initial_global_accuracy']:.4f}) after {summary['rounds']} "
+              f"rounds; uplink {summary['uplink_bytes_per_client_round']:.0f} bytes per client "
+              f"per round; results: {out}/results")
+        return 0
+    raise UserError("choose one of: fedticket deploy certs | keys | connection | superlink | "
+                    "supernode | local (see fedticket deploy --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # PyG's import calls torch.jit.script, which torch now flags as deprecated: noise for users,
     # and it would turn a one-line error into three.
@@ -198,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from graph.run import main as graph_main
 
             return int(graph_main(args) or 0)
+        if args.command == "deploy":
+            return cmd_deploy(args)
         parser.print_help(sys.stderr)
         return 2
     except UserError as e:
