@@ -141,6 +141,9 @@ def _from_dict(schema, data: dict, prefix: str = ""):
     for key, value in data.items():
         if key not in fields:
             full = prefix + str(key)
+            moved = getattr(schema, "MOVED_KEYS", {})
+            if key in moved:
+                raise ConfigError(f"config key '{full}' was replaced: {moved[key]}")
             hint = difflib.get_close_matches(str(key), list(fields), n=1)
             extra = f" Did you mean '{prefix}{hint[0]}'?" if hint else ""
             valid = ", ".join(prefix + f for f in fields)

@@ -9,9 +9,13 @@ with the client's own score magnitudes, so later messages carry only the round's
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -46,6 +50,101 @@ def _ticket(config_json: str, layout_json: str, mask_blob: bytes):
     return cfg, build_ticket(cfg, mask)
 
 
+class LocalStateStore:
+    """A client's own local state on its disk, one file per round it trained, per run.
+
+    Flower keeps ``Context.state`` only for the life of a run, so a resumed run (a new Flower
+    run) would restart the client's score magnitudes. With a state dir (node config
+    ``state-dir``, else ``server.client_state_dir``) the client also writes its state after each
+    round to ``DIR/<run-key>/p<partition>/round-<r>.safetensors`` and, lacking a Context.state,
+    continues from the latest file *before* the current round: if the server died after this
+    client trained round r but before round r was checkpointed, round r is redone from the state
+    it started with. Files older than the newest one at or before the server's last checkpoint
+    can never be needed again and are removed.
+    """
+
+    def __init__(self, root: str | Path, run_key: str, partition_id: int):
+        self.dir = Path(root).expanduser() / run_key / f"p{partition_id}"
+
+    def _rounds(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for f in self.dir.glob("round-*.safetensors"):
+            try:
+                out.append(int(f.stem.split("-", 1)[1]))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def _file(self, r: int) -> Path:
+        return self.dir / f"round-{r}.safetensors"
+
+    def load_before(self, server_round: int) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        earlier = [r for r in self._rounds() if r < server_round]
+        if not earlier:
+            return None
+        return load_file(str(self._file(earlier[-1])))["scores"]
+
+    def save(self, server_round: int, state: torch.Tensor, completed_round: int) -> None:
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".round-{server_round}.tmp"
+        save_file({"scores": state.detach().cpu().contiguous()}, str(tmp))
+        os.replace(tmp, self._file(server_round))
+        rounds = self._rounds()
+        keep_from = max([r for r in rounds if r <= completed_round], default=None)
+        for r in rounds:
+            if keep_from is not None and r < keep_from:
+                self._file(r).unlink(missing_ok=True)
+
+
+def _store(cfg, msg: Message, context: Context, pid: int) -> LocalStateStore | None:
+    root = context.node_config.get("state-dir") or cfg.server.client_state_dir
+    key = msg.content.config_records["config"].get("run-key") if "config" in \
+        msg.content.config_records else None
+    if not root or not key:
+        return None
+    return LocalStateStore(str(root), str(key), pid)
+
+
+def _client_data(cfg, root: str, pid: int, context: Context):
+    """This node's (x, y, x_val, y_val), from its on-disk cache when the node has one.
+
+    Flower's deployment engine starts a fresh ClientApp process for every message, so the
+    in-process cache never hits there; reading the whole dataset and re-partitioning it costs
+    ~4 s per message on a 2-core machine. A SuperNode with a ``cache-dir`` (or ``state-dir``)
+    in its node config keeps its own partition as one small safetensors file instead.
+    """
+    folder = context.node_config.get("cache-dir") or context.node_config.get("state-dir")
+    if not folder:
+        return client_tensors(cfg, root, pid)
+    from safetensors.torch import load_file, save_file
+
+    d = dataclasses.asdict(cfg.data)
+    for k in ("root", "download"):
+        d.pop(k)
+    key = hashlib.sha256(json.dumps([d, cfg.seed, cfg.num_clients, pid],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(str(folder)).expanduser() / "partitions" / f"{cfg.data.name}-p{pid}-{key}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return t["x"], t["y"], t["xv"], t["yv"]
+        except Exception:  # damaged: rebuild it below
+            path.unlink(missing_ok=True)
+    x, y, xv, yv = client_tensors(cfg, root, pid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"x": x.contiguous(), "y": y.contiguous(), "xv": xv.contiguous(),
+               "yv": yv.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return x, y, xv, yv
+
+
 def _session(msg: Message, context: Context):
     """(cfg, ticket, partition id, data root, local state) for this node, storing a new setup."""
     if SETUP in msg.content.array_records:
@@ -65,6 +164,11 @@ def _session(msg: Message, context: Context):
     if STATE_LOCAL in context.state.array_records:
         local = wire.decode_floats_array(context.state.array_records[STATE_LOCAL]["scores"],
                                          ticket.kept)
+    elif (store := _store(cfg, msg, context, pid)) is not None:
+        local = store.load_before(_round(msg))
+        if local is not None and local.numel() != ticket.kept:
+            raise RuntimeError(f"local state in {store.dir} has {local.numel()} values, the "
+                               f"ticket keeps {ticket.kept}; remove that folder")
     return cfg, ticket, pid, root, local
 
 
@@ -88,7 +192,7 @@ def train(msg: Message, context: Context) -> Message:
     server_round = _round(msg)
     learner = make_learner(cfg, ticket, pid, local)
     learner.load_global(wire.get_array(msg.content, GLOBAL))
-    x, y, _, _ = client_tensors(cfg, root, pid)
+    x, y, _, _ = _client_data(cfg, root, pid, context)
     t_train = time.perf_counter()
     loss, steps = learner.train(x, y, server_round)
     t_train = time.perf_counter() - t_train
@@ -96,6 +200,9 @@ def train(msg: Message, context: Context) -> Message:
     state = learner.local_state()
     if state is not None:
         context.state[STATE_LOCAL] = ArrayRecord({"scores": wire.floats_array(state)})
+        if (store := _store(cfg, msg, context, pid)) is not None:
+            completed = int(msg.content.config_records["config"].get("completed-round", 0))
+            store.save(server_round, state, completed)
     metrics = MetricRecord({"num-examples": int(len(y)), "round": server_round,
                             "train-loss": float(loss), "train-steps": int(steps),
                             "train-seconds": t_train,  # local optimisation only
@@ -110,7 +217,7 @@ def evaluate_personal(msg: Message, context: Context) -> Message:
     server_round = _round(msg)
     learner = make_learner(cfg, ticket, pid, local)
     learner.load_global(wire.get_array(msg.content, GLOBAL))
-    x, y, xv, yv = client_tensors(cfg, root, pid)
+    x, y, xv, yv = _client_data(cfg, root, pid, context)
     if cfg.eval.personalize_steps > 0:
         learner.train(x, y, server_round + 100_000, max_steps=cfg.eval.personalize_steps,
                       epochs=max(1, cfg.eval.personalize_steps))

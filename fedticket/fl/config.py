@@ -169,10 +169,12 @@ class EvalConfig:
 
 @dataclass
 class SimConfig:
+    MOVED_KEYS = {"timeout": "use server.train_timeout and server.evaluate_timeout (seconds per "
+                             "phase; see server.* in docs/fl.md)"}
+
     backend: Literal["ray"] = _f("ray", "Flower simulation backend (Ray).")
     cpus_per_client: float = _f(1.0, "Ray CPUs per ClientApp actor; #actors = total CPUs / this.")
     num_cpus: int | None = _f(None, "CPUs Ray may use (null = all of this machine's).")
-    timeout: float = _f(3600.0, "Seconds the server waits for a round's replies.")
     torch_threads: int | None = _f(
         1, "torch threads per process (server and each ClientApp worker); 1 avoids "
            "oversubscribing cores that Ray workers share (null = torch's default).")
@@ -184,8 +186,49 @@ class SimConfig:
             raise ConfigError(f"sim.num_cpus must be >= 1 or null, got {self.num_cpus}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"sim.torch_threads must be >= 1 or null, got {self.torch_threads}")
-        if not self.timeout > 0:
-            raise ConfigError(f"sim.timeout must be > 0, got {self.timeout}")
+
+
+@dataclass
+class ServerConfig:
+    connect_timeout: float = _f(
+        120.0, "Seconds the server waits at start for num_clients SuperNodes to connect and "
+               "answer; after that it goes on with those present if there are at least "
+               "min_available_nodes. Also the longest wait before a round for min_available_nodes.")
+    query_timeout: float = _f(
+        30.0, "Seconds to wait for discovery answers (which partition does a node hold?), also "
+              "when a node that failed a round is probed again before it is sampled.")
+    train_timeout: float = _f(
+        600.0, "Seconds a training phase waits for replies; the round then aggregates the "
+               "replies that came and logs each missing node by id.")
+    evaluate_timeout: float = _f(
+        120.0, "Seconds a personalised-evaluation phase waits for replies.")
+    min_available_nodes: int = _f(
+        1, "A round starts only when at least this many nodes answer; the server waits up to "
+           "connect_timeout for them, then stops with an error (the checkpoint keeps every "
+           "completed round: rerun with server.resume=true).")
+    min_train_replies: int = _f(
+        1, "Valid training replies a round needs to change the global model; with fewer the "
+           "global model stays as it was (the round still counts and is logged).")
+    checkpoint: bool = _f(
+        True, "Write checkpoint.safetensors in the results folder after every completed round "
+              "(atomic: seed, mask, global payload, round, metrics so far).")
+    resume: bool = _f(
+        False, "Continue the run whose checkpoint is in the results folder at the round after "
+               "the last completed one (same config; rounds may grow). Without a checkpoint "
+               "the run starts at round 1.")
+    client_state_dir: str | None = _f(
+        None, "Folder where clients keep their own local state (score magnitudes) per run and "
+              "round, so a resumed run continues it exactly. A SuperNode's node config "
+              "'state-dir' wins. null = Flower's Context.state only (lost when a run ends, so "
+              "a resumed run restarts those magnitudes from train.score_init).")
+
+    def validate(self) -> None:
+        for key in ("connect_timeout", "query_timeout", "train_timeout", "evaluate_timeout"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"server.{key} must be > 0 seconds, got {getattr(self, key)}")
+        for key in ("min_available_nodes", "min_train_replies"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"server.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -211,6 +254,8 @@ class FLConfig:
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
     eval: EvalConfig = _section(EvalConfig, "Evaluation.")
     sim: SimConfig = _section(SimConfig, "Flower simulation engine.")
+    server: ServerConfig = _section(ServerConfig, "Server: per-phase timeouts, node counts, "
+                                                  "checkpoints and resume (both engines).")
 
     def validate(self) -> None:
         if not 0.0 < self.density <= 1.0:
@@ -230,6 +275,13 @@ class FLConfig:
         if self.aggregation != "vote" and self.method not in ("hidenseek", "binary-mask"):
             raise ConfigError(f"aggregation={self.aggregation!r} applies to hidenseek and "
                               f"binary-mask only, not method={self.method!r}")
+        if self.server.min_available_nodes > self.num_clients:
+            raise ConfigError(f"server.min_available_nodes={self.server.min_available_nodes} "
+                              f"exceeds num_clients={self.num_clients}")
+        if self.server.min_train_replies > self.clients_per_round:
+            raise ConfigError(f"server.min_train_replies={self.server.min_train_replies} exceeds "
+                              f"clients_per_round={self.clients_per_round}: no round could "
+                              "ever update the global model")
         if self.data.partition == "pathological" and self.data.classes_per_client > 10:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
 
@@ -268,8 +320,14 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> FLConfig:
 
     TOML has no null, so optional keys are simply left out there; the string "null" also works.
     """
-    nested = unflatten({k: (None if v == "null" else v) for k, v in run_config.items()})
-    return load_config(FLConfig, None, (), base=nested)
+    nullable = {key for key, _t, default, _h in describe_keys() if default is None}
+    flat = {}
+    for k, v in run_config.items():
+        key = str(k).replace("-", "_")
+        # Flower only accepts overrides of keys present in pyproject, so optional keys are listed
+        # there as "" (TOML has no null); "" and "null" both mean null for them
+        flat[key] = None if v == "null" or (v == "" and key in nullable) else v
+    return load_config(FLConfig, None, (), base=unflatten(flat))
 
 
 def describe_keys(cls=FLConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -34,10 +34,13 @@ def backend_config(cfg: FLConfig) -> dict:
             "init_args": init_args}
 
 
-def run_fl(cfg: FLConfig, out_dir: str | Path, quiet: bool = False, client_app=None) -> dict:
+def run_fl(cfg: FLConfig, out_dir: str | Path, quiet: bool = False, client_app=None,
+           on_round_end=None) -> dict:
     """Run one federated experiment on Flower's simulation engine; returns summary.json's dict.
 
-    ``client_app`` replaces fedticket's ClientApp (the robustness tests pass a faulty one).
+    ``client_app`` replaces fedticket's ClientApp (the robustness tests pass a faulty one);
+    ``on_round_end(round, arrays)`` runs after each round's checkpoint (the resume tests stop
+    the server there).
     """
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
@@ -53,7 +56,8 @@ def run_fl(cfg: FLConfig, out_dir: str | Path, quiet: bool = False, client_app=N
     @server_app.main()
     def _main(grid, context):  # the config is already validated: no run_config needed
         try:
-            holder["summary"] = run_server(grid, cfg, out_dir, quiet=quiet)
+            holder["summary"] = run_server(grid, cfg, out_dir, quiet=quiet,
+                                           on_round_end=on_round_end)
         except BaseException as e:  # surfaced below with its own message, not Flower's
             holder["error"] = e
             raise
@@ -90,6 +94,9 @@ def main(args) -> int:
 
     cfg = prepare(getattr(args, "config", None), getattr(args, "set", None) or (),
                   getattr(args, "data_root", None))
+    if cfg.server.resume and not (getattr(args, "out", None) or cfg.output_dir):
+        raise UserError("server.resume=true needs the results folder of the run to continue: "
+                        "pass --out DIR (or set output_dir)")
     out = Path(args.out) if getattr(args, "out", None) else (
         Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
     quiet = bool(getattr(args, "quiet", False))

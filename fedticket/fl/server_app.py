@@ -13,19 +13,24 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedticket.config import to_dict
 from fedticket.core import Mask
 from fedticket.errors import UserError
+from fedticket.fl import checkpoint
 from fedticket.fl.config import FLConfig, config_from_run_config
 from fedticket.fl.dataset import resolve_root, test_tensors
 from fedticket.fl.model import build_ticket, build_weights, evaluate
-from fedticket.fl.strategy import METRICS, TicketStrategy, make_strategy
+from fedticket.fl.strategy import RoundStats, TicketStrategy, make_strategy
 from fedticket.results import RunDir, plot_lines
 
 log = logging.getLogger("fedticket.fl")
+# one INFO line per round into server.log only (not the console: the progress bar is there)
+rounds_log = logging.getLogger("fedticket.fl.rounds")
+rounds_log.propagate = False
+rounds_log.setLevel(logging.INFO)
 
 ROUND_COLUMNS = ("round", "global_accuracy", "personalized_accuracy", "uplink_bytes",
                  "downlink_bytes", "client_train_seconds")
@@ -35,50 +40,23 @@ def default_output_dir(cfg: FLConfig) -> Path:
     return Path("runs") / "fl" / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.method}"
 
 
-def discover(grid: Grid, cfg: FLConfig, wait_seconds: float = 120.0) -> dict[int, int]:
-    """Partition id -> node id, asked from every connected node (a ``query`` message each).
-
-    Node ids are random per run; sampling by partition id keeps runs with the same seed equal.
-    """
-    t0 = time.monotonic()
-    while len(nodes := list(grid.get_node_ids())) < cfg.num_clients:
-        if time.monotonic() - t0 > wait_seconds:
-            raise UserError(f"only {len(nodes)} Flower SuperNodes connected, num_clients="
-                            f"{cfg.num_clients} needs one each (flwr run: pass "
-                            f"--federation-config 'num-supernodes={cfg.num_clients}')")
-        time.sleep(0.05)
-    msgs = [Message(RecordDict({"config": ConfigRecord({"round": 0})}), dst_node_id=n,
-                    message_type="query") for n in nodes]
-    mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(msgs, timeout=cfg.sim.timeout):
-        if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
-                               f"{reply.error.reason}")
-        m = reply.content.metric_records[METRICS]
-        if int(m["num-partitions"]) != cfg.num_clients:
-            raise UserError(f"the federation has {int(m['num-partitions'])} SuperNodes but "
-                            f"num_clients={cfg.num_clients}; make them equal (flwr run: "
-                            f"--federation-config 'num-supernodes={cfg.num_clients}')")
-        mapping[int(m["partition-id"])] = reply.metadata.src_node_id
-    missing = sorted(set(range(cfg.num_clients)) - set(mapping))
-    if missing:
-        raise RuntimeError(f"no node answered for partitions {missing[:10]}")
-    return mapping
-
-
 class Recorder:
     """``evaluate_fn`` of the strategy: global accuracy each round, one CSV row, the progress bar."""
 
     def __init__(self, cfg: FLConfig, strategy: TicketStrategy, run_dir: RunDir, x_test, y_test,
-                 quiet: bool):
+                 quiet: bool, rows: list[dict] | None = None):
         self.cfg, self.strategy, self.run_dir = cfg, strategy, run_dir
         self.x_test, self.y_test = x_test, y_test
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])   # a resumed run starts with the checkpoint's
+        if self.rows:
+            self.run_dir.write_csv("rounds.csv", self.rows)
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=cfg.rounds, desc=f"fl {cfg.method}", unit="round", leave=True)
+            done = sum(1 for r in self.rows if r["round"] > 0)
+            self.bar = tqdm(total=cfg.rounds, initial=done, desc=f"fl {cfg.method}",
+                            unit="round", leave=True)
 
     def __call__(self, server_round: int, arrays) -> None:
         model = self.strategy.eval_model(arrays["payload"], server_round)
@@ -96,6 +74,7 @@ class Recorder:
             "clients": len(st.sampled) if st else 0,
             "accepted": st.accepted if st else 0,
             "rejected": st.rejected if st else 0,
+            "missing": len(st.missing) if st else 0,
             "setup_bytes": st.setup_bytes if st else 0,
             "eval_downlink_bytes": st.eval_downlink_bytes if st else 0,
             "train_wall_seconds": round(st.train_wall_seconds, 4) if st else 0.0,
@@ -103,6 +82,9 @@ class Recorder:
         }
         self.rows.append(row)
         self.run_dir.append_csv("rounds.csv", row)
+        rounds_log.info("round %d: global accuracy %.4f, accepted %d, rejected %d, missing %d, "
+                        "uplink %d B", server_round, acc, row["accepted"], row["rejected"],
+                        row["missing"], row["uplink_bytes"])
         if self.bar is not None and server_round > 0:
             self.bar.update(1)
             self.bar.set_postfix(acc=f"{acc:.3f}", up=f"{row['uplink_bytes'] / 1e6:.3g}MB")
@@ -119,7 +101,7 @@ def _mean(xs):
 
 
 def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, run_dir: RunDir,
-                  wall: float, setup_seconds: float) -> dict:
+                  wall: float, setup_seconds: float, resumed_at: int | None = None) -> dict:
     rows = recorder.rows
     trained = [r for r in rows if r["round"] > 0]
     stats = [strategy.stats[r["round"]] for r in trained if r["round"] in strategy.stats]
@@ -153,6 +135,8 @@ def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, r
         "total_uplink_bytes": sum(r["uplink_bytes"] for r in trained),
         "total_downlink_bytes": sum(r["downlink_bytes"] for r in trained),
         "rejected_replies": sum(r["rejected"] for r in trained),
+        "missing_replies": sum(r.get("missing", 0) for r in trained),
+        "resumed_at_round": resumed_at,
         "client_train_seconds_per_round": _mean(r["client_train_seconds"] for r in trained),
         "client_train_seconds_per_client_round": _mean(t for s in stats for t in s.train_seconds),
         "round_wall_seconds": _mean(r["train_wall_seconds"] for r in trained),
@@ -177,29 +161,98 @@ def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, r
     return summary
 
 
-def run_server(grid: Grid, cfg: FLConfig, out_dir: str | Path, quiet: bool = False) -> dict:
-    """The whole server side of one run; returns summary.json's content."""
+def _load_checkpoint(cfg: FLConfig, run_dir: RunDir) -> checkpoint.Checkpoint | None:
+    path = run_dir.file(checkpoint.FILENAME)
+    if not path.exists():
+        if cfg.server.resume:
+            log.warning("server.resume=true but %s has no checkpoint: starting at round 1", path)
+        return None
+    if not cfg.server.resume:
+        raise UserError(f"{run_dir.path} holds the checkpoint of an earlier run; continue it with "
+                        "server.resume=true (--set server.resume=true), or choose another "
+                        "results folder (--out)")
+    ckpt = checkpoint.load(path)
+    checkpoint.check_compatible(ckpt, cfg, path)
+    return ckpt
+
+
+def run_server(grid: Grid, cfg: FLConfig, out_dir: str | Path, quiet: bool = False,
+               on_round_end=None) -> dict:
+    """The whole server side of one run; returns summary.json's content.
+
+    With ``server.resume=true`` and a checkpoint in ``out_dir`` the run continues after the
+    checkpointed round: same mask, same global payload, same metric rows so far.
+    ``on_round_end(round, arrays)`` is called after each round's checkpoint is on disk.
+    """
     t0 = time.perf_counter()
     if cfg.sim.torch_threads:
         torch.set_num_threads(cfg.sim.torch_threads)
     torch.manual_seed(cfg.seed)
     run_dir = RunDir(out_dir)
+    # the fault and resume log travels with the results (a deployed ServerApp's stderr is
+    # only reachable through `flwr log`)
+    handler = logging.FileHandler(run_dir.file("server.log"))
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    rounds_log.addHandler(handler)
+    try:
+        return _run_server(grid, cfg, run_dir, quiet, on_round_end, t0)
+    finally:
+        log.removeHandler(handler)
+        rounds_log.removeHandler(handler)
+        handler.close()
+
+
+def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
+    ckpt = _load_checkpoint(cfg, run_dir)
     run_dir.save_config(to_dict(cfg))
     run_dir.file("rounds.csv").unlink(missing_ok=True)  # rows are appended: start a reused folder clean
-    # fedavg is dense: its "ticket" keeps every weight; the others prune with SynFlow (no data)
-    mask = Mask.ones_like(build_weights(cfg)) if cfg.method == "fedavg" else None
+    if ckpt is not None:
+        mask = ckpt.mask  # never re-prune on resume: the ticket must be the checkpointed one
+    else:
+        # fedavg is dense: its "ticket" keeps every weight; the others prune with SynFlow (no data)
+        mask = Mask.ones_like(build_weights(cfg)) if cfg.method == "fedavg" else None
     ticket = build_ticket(cfg, mask)
     x_test, y_test = test_tensors(cfg, cfg.data.root)
-    nodes = discover(grid, cfg)
-    strategy = make_strategy(cfg, ticket, nodes)
-    recorder = Recorder(cfg, strategy, run_dir, x_test, y_test, quiet)
+    key = checkpoint.fingerprint(cfg)
+    strategy = make_strategy(cfg, ticket, run_key=key)
+    prior_seconds, first_round, initial = 0.0, 1, strategy.initial_arrays()
+    if ckpt is not None:
+        strategy.stats = {r: RoundStats(**d) for r, d in ckpt.stats.items()}
+        payload = Array(dtype="uint8", shape=(len(ckpt.global_bytes),), stype=ckpt.global_stype,
+                        data=ckpt.global_bytes)
+        initial = ArrayRecord({"payload": payload})
+        first_round, prior_seconds = ckpt.round + 1, ckpt.seconds
+        log.warning("fedticket: resuming from %s at round %d of %d", run_dir.path, first_round,
+                    cfg.rounds)
+    recorder = Recorder(cfg, strategy, run_dir, x_test, y_test, quiet,
+                        rows=ckpt.rows if ckpt is not None else None)
+    strategy.connect(grid)
     setup_seconds = time.perf_counter() - t0
+
+    def round_end(server_round: int, arrays: ArrayRecord) -> None:
+        if cfg.server.checkpoint:
+            payload = arrays["payload"]
+            checkpoint.save(run_dir.file(checkpoint.FILENAME), checkpoint.Checkpoint(
+                round=server_round, config=to_dict(cfg), mask=ticket.mask,
+                global_stype=payload.stype, global_bytes=bytes(payload.data),
+                rows=recorder.rows,
+                stats={r: checkpoint.stats_to_dict(s) for r, s in strategy.stats.items()
+                       if r <= server_round},
+                seconds=prior_seconds + time.perf_counter() - t0, fingerprint=key))
+        if on_round_end is not None:
+            on_round_end(server_round, arrays)
+
     try:
-        strategy.start(grid, strategy.initial_arrays(), num_rounds=cfg.rounds,
-                       timeout=cfg.sim.timeout, evaluate_fn=recorder)
+        if first_round <= cfg.rounds:
+            strategy.start(grid, initial, num_rounds=cfg.rounds, evaluate_fn=recorder,
+                           first_round=first_round, on_round_end=round_end)
     finally:
         recorder.close()
-    return write_outputs(cfg, strategy, recorder, run_dir, time.perf_counter() - t0, setup_seconds)
+    return write_outputs(cfg, strategy, recorder, run_dir,
+                         prior_seconds + time.perf_counter() - t0, setup_seconds,
+                         resumed_at=first_round if ckpt is not None else None)
 
 
 # ---- `flwr run .` ---------------------------------------------------------------------------
@@ -212,6 +265,9 @@ def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run_config({k: v for k, v in context.run_config.items()
                                   if not (k == "output_dir" and v == "")})
     cfg.data.root = str(resolve_root(cfg.data.name, None, cfg.data.root, cfg.data.download))
+    if cfg.server.resume and not cfg.output_dir:
+        raise UserError("server.resume=true needs output_dir: the results folder of the run to "
+                        "continue (--run-config 'output_dir=\"/path/to/run\" server.resume=true')")
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
     out = out.resolve()
     logging.getLogger("fedticket.fl").warning("fedticket: writing results to %s", out)

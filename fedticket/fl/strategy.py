@@ -42,6 +42,7 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from fedticket.core import SupermaskNet
+from fedticket.errors import UserError
 from fedticket.fl import wire
 from fedticket.fl.config import FLConfig, config_to_json
 from fedticket.fl.model import Ticket
@@ -120,7 +121,8 @@ class RoundStats:
     downlink_bytes: int = 0            # model payload bytes in all train instructions (incl. setup)
     setup_bytes: int = 0               # of which one-time setup (config + packed mask)
     accepted: int = 0
-    rejected: int = 0
+    rejected: int = 0                  # malformed replies + missing replies
+    missing: list[int] = field(default_factory=list)  # partition ids that sent no valid reply
     uplink_per_reply: list[int] = field(default_factory=list)
     downlink_per_message: list[int] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)     # local optimisation only
@@ -137,6 +139,21 @@ class Rejected(ValueError):
     """A reply left out of the aggregate; the message is the logged reason."""
 
 
+def _sent_ids(msgs: Iterable[Message]) -> dict[str, int]:
+    """message id -> destination node, for messages the Grid has pushed (it sets their ids)."""
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in msgs
+            if m.metadata.message_id}
+
+
+def _origin(reply: Message, sent: dict[str, int]) -> int:
+    """The node a reply is about. An error the SuperLink makes up for an unreachable node
+    (``Node Unavailable``) does not come from that node, but it answers that node's message."""
+    rid = reply.metadata.reply_to_message_id
+    if rid and rid in sent:
+        return sent[rid]
+    return reply.metadata.src_node_id
+
+
 # ---------------------------------------------------------------------------------------------
 # The shared pipeline
 # ---------------------------------------------------------------------------------------------
@@ -146,15 +163,22 @@ class TicketStrategy(Strategy):
     method = ""
     uplink_kind = wire.BITS
 
-    def __init__(self, cfg: FLConfig, ticket: Ticket, nodes: dict[int, int]):
+    def __init__(self, cfg: FLConfig, ticket: Ticket, nodes: dict[int, int] | None = None,
+                 run_key: str = ""):
         self.cfg = cfg
         self.ticket = ticket
-        self.nodes = dict(nodes)                       # partition id -> node id
+        self.nodes = dict(nodes or {})                 # partition id -> node id
         self.pid_of = {n: p for p, n in self.nodes.items()}
+        self.suspect: set[int] = set()                 # nodes that missed a reply: probe first
+        self.refused: dict[int, str] = {}              # nodes not admitted, with the reason
+        self.online: set[int] = set(self.pid_of)
         self.stats: dict[int, RoundStats] = {}
         self.has_setup: set[int] = set()               # nodes that acknowledged the setup
+        self.run_key = run_key                         # keys the clients' on-disk local state
+        self.completed_round = 0                       # last round whose checkpoint is on disk
         self._setup = self._make_setup()
         self._expected: dict[int, int] = {}            # node id -> partition id this round
+        self._sent: list[Message] = []                 # this phase's messages (ids set on push)
 
     # ---- what a method defines ------------------------------------------------------------------
     @property
@@ -192,10 +216,135 @@ class TicketStrategy(Strategy):
         return wire.record(self.initial_global())
 
     # ---- sampling -------------------------------------------------------------------------------
-    def sample(self, server_round: int, k: int, salt: int) -> list[int]:
-        """Seeded choice of ``k`` partition ids: the same seed samples the same clients."""
+    def available(self) -> list[int]:
+        """Partition ids whose node is online, admitted and not suspected of being down."""
+        return sorted(p for p, n in self.nodes.items()
+                      if n in self.online and n not in self.suspect)
+
+    def sample(self, server_round: int, k: int, salt: int,
+               available: Sequence[int] | None = None) -> list[int]:
+        """Seeded choice of ``k`` partition ids among the available ones.
+
+        With every client available this is ``choice(num_clients, k)``: the same seed samples
+        the same clients whether or not the run was resumed; faults change only that round.
+        """
+        pool = np.arange(self.cfg.num_clients) if available is None else np.asarray(sorted(available))
         rng = np.random.default_rng([self.cfg.seed, salt, server_round])
-        return sorted(int(p) for p in rng.choice(self.cfg.num_clients, size=k, replace=False))
+        k = min(k, len(pool))
+        if k == 0:
+            return []
+        return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))
+
+    # ---- membership: which node holds which partition ------------------------------------------
+    def _query(self, grid: Grid, node_ids: Sequence[int], timeout: float) -> dict[int, int]:
+        """Ask ``node_ids`` which partition they hold; node id -> partition id of valid answers."""
+        msgs = [Message(RecordDict({"config": ConfigRecord({"round": 0})}), dst_node_id=n,
+                        message_type=MessageType.QUERY) for n in node_ids]
+        answers: dict[int, int] = {}
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        sent = _sent_ids(msgs)
+        for reply in replies:
+            node = _origin(reply, sent)
+            try:
+                if reply.has_error():
+                    raise Rejected(f"error: {reply.error.reason}")
+                m = reply.content.metric_records[METRICS]
+                pid, parts = int(m["partition-id"]), int(m["num-partitions"])
+            except (Rejected, KeyError, TypeError, ValueError) as e:
+                log.warning("node %d gave no usable discovery answer (%s); it is not used",
+                            node, e)
+                continue
+            if parts != self.cfg.num_clients:
+                self.refused[node] = (
+                    f"node {node} has num-partitions={parts} but num_clients="
+                    f"{self.cfg.num_clients}; make them equal (flwr run: --federation-config "
+                    f"'num-supernodes={self.cfg.num_clients}'; a SuperNode: --node-config "
+                    f"'partition-id=I num-partitions={self.cfg.num_clients}')")
+                log.warning("%s", self.refused[node])
+                continue
+            if not 0 <= pid < parts:
+                self.refused[node] = f"node {node} claims partition-id={pid}, not in [0, {parts})"
+                log.warning("%s", self.refused[node])
+                continue
+            answers[node] = pid
+        return answers
+
+    def refresh(self, grid: Grid, need: int = 0, wait: float = 0.0) -> list[int]:
+        """Update the node table (new, gone, returning nodes); wait up to ``wait`` s for ``need``.
+
+        New nodes and suspects (nodes that missed a reply) are asked which partition they hold
+        before they are sampled: a node that comes back after a crash takes part again, with a
+        fresh setup (its process lost the old one).
+        """
+        t0 = time.monotonic()
+        while True:
+            self.online = set(grid.get_node_ids())
+            probe = sorted(n for n in self.online
+                           if n not in self.refused and (n not in self.pid_of or n in self.suspect))
+            if probe:
+                answers = self._query(grid, probe, self.cfg.server.query_timeout)
+                for node, pid in sorted(answers.items()):
+                    old = self.nodes.get(pid)
+                    if old is not None and old != node:
+                        if old in self.online and old not in self.suspect:
+                            log.warning("node %d also claims partition %d, held by node %d; "
+                                        "it is not used", node, pid, old)
+                            continue
+                        self.pid_of.pop(old, None)
+                        self.has_setup.discard(old)
+                    if node in self.suspect:
+                        log.warning("client %d (node %d) answers again and takes part", pid, node)
+                    self.nodes[pid] = node
+                    self.pid_of[node] = pid
+                    self.suspect.discard(node)
+                for node in probe:
+                    if node not in answers and node in self.pid_of:
+                        self.suspect.add(node)
+            avail = self.available()
+            if len(avail) >= need or time.monotonic() - t0 >= wait:
+                return avail
+            time.sleep(min(1.0, max(0.05, wait / 100)))
+
+    def connect(self, grid: Grid) -> list[int]:
+        """Initial discovery: wait for every partition, go on with at least the minimum."""
+        srv = self.cfg.server
+        avail = self.refresh(grid, need=self.cfg.num_clients, wait=srv.connect_timeout)
+        if len(avail) < srv.min_available_nodes:
+            reasons = "; ".join(sorted(set(self.refused.values()))[:3])
+            raise UserError(
+                f"only {len(avail)} usable Flower SuperNode(s) after {srv.connect_timeout:g} s "
+                f"(server.min_available_nodes={srv.min_available_nodes}, num_clients="
+                f"{self.cfg.num_clients}): " + (reasons or
+                "start more SuperNodes (flwr run: --federation-config 'num-supernodes="
+                f"{self.cfg.num_clients}'), or raise server.connect_timeout"))
+        if len(avail) < self.cfg.num_clients:
+            missing = sorted(set(range(self.cfg.num_clients)) - set(avail))
+            log.warning("%d of %d partitions have a SuperNode; no node for partitions %s yet "
+                        "(they join when their node connects)", len(avail),
+                        self.cfg.num_clients, missing[:20])
+        return avail
+
+    def before_round(self, grid: Grid, server_round: int) -> list[int]:
+        """Pick up joins, leaves and returns; wait (bounded) if too few nodes are left."""
+        srv = self.cfg.server
+        avail = self.refresh(grid, need=srv.min_available_nodes, wait=srv.connect_timeout)
+        if len(avail) < srv.min_available_nodes:
+            raise RuntimeError(
+                f"round {server_round}: only {len(avail)} node(s) available after waiting "
+                f"{srv.connect_timeout:g} s, server.min_available_nodes={srv.min_available_nodes}; "
+                f"rounds up to {self.completed_round} are checkpointed: restart the nodes and "
+                "rerun with server.resume=true")
+        return avail
+
+    def _lost(self, node: int, server_round: int, why: str, stats: RoundStats | None) -> None:
+        """A sampled node that did not deliver: log it by id, probe it before its next use."""
+        pid = self.pid_of.get(node, -1)
+        log.warning("round %d: client %d (node %d) %s; the round goes on without it",
+                    server_round, pid, node, why)
+        self.suspect.add(node)
+        self.has_setup.discard(node)   # a restarted node has lost its setup: send it again
+        if stats is not None:
+            stats.missing.append(pid)
 
     def _messages(self, pids: list[int], arrays: ArrayRecord, server_round: int, mtype: str,
                   stats: RoundStats, is_train: bool) -> list[Message]:
@@ -205,7 +354,9 @@ class TicketStrategy(Strategy):
             node = self.nodes[pid]
             content = RecordDict({GLOBAL: arrays,
                                   "config": ConfigRecord({"round": server_round,
-                                                          "partition-id": pid})})
+                                                          "partition-id": pid,
+                                                          "run-key": self.run_key,
+                                                          "completed-round": self.completed_round})})
             if node not in self.has_setup:
                 content[SETUP] = self._setup
             nbytes = wire.payload_nbytes(content)
@@ -218,6 +369,7 @@ class TicketStrategy(Strategy):
                 stats.eval_downlink_bytes += nbytes
             self._expected[node] = pid
             msgs.append(Message(content=content, dst_node_id=node, message_type=mtype))
+        self._sent = msgs
         return msgs
 
     def _check_reply(self, msg: Message, server_round: int) -> tuple[int, MetricRecord]:
@@ -247,7 +399,7 @@ class TicketStrategy(Strategy):
                         grid: Grid) -> Iterable[Message]:
         stats = self.stats.setdefault(server_round, RoundStats())
         stats.started = time.perf_counter()
-        pids = self.sample(server_round, self.cfg.clients_per_round, salt=11)
+        pids = self.sample(server_round, self.cfg.clients_per_round, salt=11, available=self.available())
         stats.sampled = pids
         return self._messages(pids, arrays, server_round, MessageType.TRAIN, stats, True)
 
@@ -259,9 +411,17 @@ class TicketStrategy(Strategy):
         current = self._current
         updates, weights = [], []
         # aggregate in partition order: float sums then do not depend on arrival order
-        replies.sort(key=lambda m: self.pid_of.get(m.metadata.src_node_id, 1 << 62))
+        sent = _sent_ids(self._sent)
+        replies.sort(key=lambda m: self.pid_of.get(_origin(m, sent), 1 << 62))
+        expected = dict(self._expected)
         for msg in replies:
-            pid = self.pid_of.get(msg.metadata.src_node_id, -1)
+            node = _origin(msg, sent)
+            pid = self.pid_of.get(node, -1)
+            expected.pop(node, None)
+            if msg.has_error():
+                stats.rejected += 1
+                self._lost(node, server_round, f"failed: {msg.error.reason}", stats)
+                continue
             nbytes = wire.payload_nbytes(msg.content) if msg.has_content() else 0
             stats.uplink_bytes += nbytes  # bytes that arrived count, even if then rejected
             try:
@@ -281,12 +441,14 @@ class TicketStrategy(Strategy):
                 stats.client_seconds.append(float(metrics["client-seconds"]))
             if "train-loss" in metrics:
                 stats.train_loss.append(float(metrics["train-loss"]))
-        missing = len(stats.sampled) - len(replies)
-        if missing > 0:
-            stats.rejected += missing
-            log.warning("round %d: %d sampled client(s) sent no reply", server_round, missing)
-        if not updates:
-            log.warning("round %d: no valid update; the global model stays as it was", server_round)
+        for node in sorted(expected, key=expected.get):
+            stats.rejected += 1
+            self._lost(node, server_round, "sent no training reply within "
+                       f"server.train_timeout={self.cfg.server.train_timeout:g} s", stats)
+        if len(updates) < self.cfg.server.min_train_replies:
+            log.warning("round %d: %d valid update(s), fewer than server.min_train_replies=%d; "
+                        "the global model stays as it was", server_round, len(updates),
+                        self.cfg.server.min_train_replies)
             return None, None
         new = self.aggregate(server_round, updates, weights, current)
         self._current = new
@@ -301,15 +463,23 @@ class TicketStrategy(Strategy):
         if every <= 0 or (server_round % every and server_round != self.cfg.rounds):
             return []
         stats = self.stats.setdefault(server_round, RoundStats())
-        pids = self.sample(server_round, self.cfg.personal_clients, salt=13)
+        pids = self.sample(server_round, self.cfg.personal_clients, salt=13,
+                           available=self.available())
         return self._messages(pids, arrays, server_round, MessageType.EVALUATE, stats, False)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         stats = self.stats.setdefault(server_round, RoundStats())
         accs, ns = [], []
+        expected = dict(self._expected)
+        sent = _sent_ids(self._sent)
         for msg in replies:
-            pid = self.pid_of.get(msg.metadata.src_node_id, -1)
+            node = _origin(msg, sent)
+            pid = self.pid_of.get(node, -1)
+            expected.pop(node, None)
+            if msg.has_error():
+                self._lost(node, server_round, f"failed its evaluation: {msg.error.reason}", None)
+                continue
             try:
                 _, metrics = self._check_reply(msg, server_round)
                 acc = metrics.get("accuracy")
@@ -321,6 +491,9 @@ class TicketStrategy(Strategy):
                 continue
             accs.append(acc)
             ns.append(int(metrics["num-examples"]))
+        for node in sorted(expected, key=expected.get):
+            self._lost(node, server_round, "sent no evaluation reply within "
+                       f"server.evaluate_timeout={self.cfg.server.evaluate_timeout:g} s", None)
         if not accs:
             return None
         stats.personalized_accuracy = float(np.average(accs, weights=ns))
@@ -336,9 +509,45 @@ class TicketStrategy(Strategy):
         """Remember the starting global payload (ties of the vote fall back to it)."""
         self._current = initial_arrays["payload"]
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord, *args, **kwargs):
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float | None = None, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None, evaluate_fn=None,
+              first_round: int = 1, on_round_end=None) -> ArrayRecord:
+        """The round loop (Flower's ``Strategy.start``, plus what a deployment needs).
+
+        Differences from Flower's loop: per-phase timeouts (``server.*_timeout``), the node
+        table is refreshed before every round (joins, leaves, returning nodes), the loop can
+        start at ``first_round`` (resume), and ``on_round_end(round, arrays)`` runs after each
+        completed round (the checkpoint). ``timeout``, if given, overrides both phase timeouts.
+        """
+        srv = self.cfg.server
+        t_train = timeout or srv.train_timeout
+        t_eval = timeout or srv.evaluate_timeout
+        train_config = train_config or ConfigRecord()
+        evaluate_config = evaluate_config or ConfigRecord()
         self.begin(initial_arrays)
-        return super().start(grid, initial_arrays, *args, **kwargs)
+        self.completed_round = first_round - 1
+        self.summary()
+        arrays = initial_arrays
+        if evaluate_fn is not None and first_round == 1:
+            evaluate_fn(0, arrays)
+        for server_round in range(first_round, num_rounds + 1):
+            self.before_round(grid, server_round)
+            msgs = list(self.configure_train(server_round, arrays, train_config, grid))
+            replies = grid.send_and_receive(msgs, timeout=t_train) if msgs else []
+            new_arrays, _metrics = self.aggregate_train(server_round, replies)
+            if new_arrays is not None:
+                arrays = new_arrays
+            msgs = list(self.configure_evaluate(server_round, arrays, evaluate_config, grid))
+            if msgs:
+                self.aggregate_evaluate(server_round,
+                                        grid.send_and_receive(msgs, timeout=t_eval))
+            if evaluate_fn is not None:
+                evaluate_fn(server_round, arrays)
+            if on_round_end is not None:
+                on_round_end(server_round, arrays)
+            self.completed_round = server_round
+        return arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,8 +563,8 @@ def _plain_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 class SupermaskVoteStrategy(TicketStrategy):
     """HideNseek (kind='sign') and the binary-mask baseline (kind='binary'): 1-bit votes."""
 
-    def __init__(self, cfg, ticket, nodes, kind: str):
-        super().__init__(cfg, ticket, nodes)
+    def __init__(self, cfg, ticket, nodes=None, kind: str = "sign", run_key: str = ""):
+        super().__init__(cfg, ticket, nodes, run_key)
         self.kind = kind
         self.method = cfg.method
         self._net = SupermaskNet(ticket.model, ticket.mask, kind=kind, score_init="ones",
@@ -400,8 +609,8 @@ class FedPMStrategy(TicketStrategy):
 
     method = "fedpm"
 
-    def __init__(self, cfg, ticket, nodes):
-        super().__init__(cfg, ticket, nodes)
+    def __init__(self, cfg, ticket, nodes=None, run_key: str = ""):
+        super().__init__(cfg, ticket, nodes, run_key)
         self._net = SupermaskNet(ticket.model, ticket.mask, kind="bernoulli", score_init="ones",
                                  seed=cfg.seed, bernoulli_eval=cfg.fedpm.eval_mask)
 
@@ -425,8 +634,8 @@ class FedAvgStrategy(TicketStrategy):
 
     uplink_kind = wire.F32
 
-    def __init__(self, cfg, ticket, nodes, subnet: bool):
-        super().__init__(cfg, ticket, nodes)
+    def __init__(self, cfg, ticket, nodes=None, subnet: bool = False, run_key: str = ""):
+        super().__init__(cfg, ticket, nodes, run_key)
         self.method = cfg.method
         self.vec = WeightVector(ticket.model, ticket.mask if subnet else None)
 
@@ -447,11 +656,13 @@ class FedAvgStrategy(TicketStrategy):
         return m
 
 
-def make_strategy(cfg: FLConfig, ticket: Ticket, nodes: dict[int, int]) -> TicketStrategy:
+def make_strategy(cfg: FLConfig, ticket: Ticket, nodes: dict[int, int] | None = None,
+                  run_key: str = "") -> TicketStrategy:
     if cfg.method in ("hidenseek", "binary-mask"):
         kind = "sign" if cfg.method == "hidenseek" else "binary"
         cls = ScoreMeanStrategy if cfg.aggregation == "mean_score" else SupermaskVoteStrategy
-        return cls(cfg, ticket, nodes, kind=kind)
+        return cls(cfg, ticket, nodes, kind=kind, run_key=run_key)
     if cfg.method == "fedpm":
-        return FedPMStrategy(cfg, ticket, nodes)
-    return FedAvgStrategy(cfg, ticket, nodes, subnet=cfg.method == "fedavg-subnet")
+        return FedPMStrategy(cfg, ticket, nodes, run_key=run_key)
+    return FedAvgStrategy(cfg, ticket, nodes, subnet=cfg.method == "fedavg-subnet",
+                          run_key=run_key)

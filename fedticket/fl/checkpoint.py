@@ -1,0 +1,165 @@
+"""Server checkpoints: everything a resumed run needs, written atomically after every round.
+
+Flower does not resume a failed run and does not keep a ServerApp's ``Context.state``, so the
+server keeps its own. One safetensors file, ``checkpoint.safetensors`` in the results folder
+(tensors and string metadata only: loading it never unpickles anything):
+
+* ``mask/<layer>``  the SynFlow mask (uint8), so a resumed run skips pruning and cannot drift
+* ``global``        the global payload exactly as it travels (wire bytes + its kind)
+* metadata          format tag, completed round, seed, the resolved config, its fingerprint,
+                    the metric rows and per-round stats so far, seconds spent so far
+
+The file is written to a temporary name in the same folder, fsynced, then renamed over the old
+one: a crash at any point leaves either the previous round's checkpoint or this one, never half.
+A round is *completed* when its checkpoint is on disk; resuming redoes the round after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedticket.config import to_dict
+from fedticket.core import Mask
+from fedticket.errors import UserError
+
+FORMAT_TAG = "fedticket.fl-checkpoint/1"
+FILENAME = "checkpoint.safetensors"
+
+# keys that may change between the interrupted run and its resumption without changing results
+RESUMABLE_KEYS = ("rounds", "output_dir", "data.root", "data.download", "server.", "sim.",
+                  "eval.batch_size")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _relevant(cfg_dict: dict) -> dict[str, Any]:
+    return {k: v for k, v in _flat(cfg_dict).items()
+            if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)}
+
+
+def fingerprint(cfg) -> str:
+    """Hash of every config key that changes results (not rounds, paths, timeouts, resources)."""
+    text = json.dumps(_relevant(to_dict(cfg)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Checkpoint:
+    round: int
+    config: dict
+    mask: Mask
+    global_stype: str
+    global_bytes: bytes
+    rows: list[dict] = field(default_factory=list)
+    stats: dict[int, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+    fingerprint: str = ""
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` atomically (temp file in the same folder + fsync + rename)."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"mask/{k}": v.detach().cpu().contiguous().to(torch.uint8)
+               for k, v in ckpt.mask.items()}
+    tensors["global"] = torch.frombuffer(bytearray(ckpt.global_bytes), dtype=torch.uint8).clone()
+    meta = {
+        "format": FORMAT_TAG,
+        "round": str(ckpt.round),
+        "seed": str(ckpt.config.get("seed")),
+        "method": str(ckpt.config.get("method")),
+        "fingerprint": ckpt.fingerprint,
+        "config": json.dumps(ckpt.config, sort_keys=True, default=str),
+        "mask_names": json.dumps(list(ckpt.mask.keys())),
+        "global_stype": ckpt.global_stype,
+        "rows": json.dumps(ckpt.rows),
+        "stats": json.dumps({str(k): v for k, v in ckpt.stats.items()}),
+        "seconds": repr(float(ckpt.seconds)),
+    }
+    blob = save(tensors, metadata=meta)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint (UserError naming the file and the problem if it is not one)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT_TAG:
+                raise UserError(f"{path} is not a fedticket federated checkpoint (format "
+                                f"{meta.get('format')!r}, expected {FORMAT_TAG!r}); move it "
+                                "away or choose another results folder")
+            mask = Mask()
+            for name in json.loads(meta["mask_names"]):
+                mask[name] = f.get_tensor(f"mask/{name}").bool()
+            global_bytes = f.get_tensor("global").numpy().tobytes()
+        return Checkpoint(
+            round=int(meta["round"]), config=json.loads(meta["config"]), mask=mask,
+            global_stype=meta["global_stype"], global_bytes=global_bytes,
+            rows=json.loads(meta["rows"]),
+            stats={int(k): v for k, v in json.loads(meta["stats"]).items()},
+            seconds=float(meta["seconds"]), fingerprint=meta.get("fingerprint", ""))
+    except UserError:
+        raise
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise UserError(f"{path} is damaged or not a fedticket checkpoint ({e}); move it away "
+                        "to start over, or restore it from a backup") from None
+
+
+def check_compatible(ckpt: Checkpoint, cfg, path: Path) -> None:
+    """The resumed run must compute the same thing: every result-changing key equal."""
+    if ckpt.fingerprint == fingerprint(cfg):
+        return
+    old, new = _relevant(ckpt.config), _relevant(to_dict(cfg))
+    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+    raise UserError(f"server.resume=true but the config differs from the checkpoint in {path} "
+                    f"({shown or 'fingerprint mismatch'}); resume with the same config, or start "
+                    "a new run in another results folder")
+
+
+def stats_to_dict(stats) -> dict:
+    return dataclasses.asdict(stats)

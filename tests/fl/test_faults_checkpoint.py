@@ -1,0 +1,253 @@
+"""Faults, membership and checkpoints, driven in-process through a fake Grid.
+
+The fake Grid routes each message to the real ClientApp handlers; a "dead" node simply never
+answers (what a SIGKILLed SuperNode looks like to the server until its heartbeat expires), a
+"failing" node answers with a Flower error. The real-process version is tests/e2e/test_deploy_e2e.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedticket.core import Mask
+from fedticket.errors import ConfigError, UserError
+from fedticket.fl import checkpoint, client_app
+from fedticket.fl.config import config_from_run_config
+from fedticket.fl.model import build_ticket
+from fedticket.fl.strategy import make_strategy
+
+NODE0 = 5000
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
+
+
+class FakeGrid:
+    """Routes messages to the real handlers; ``dead`` nodes never reply, ``failing`` ones error."""
+
+    def __init__(self, cfg, parts=None):
+        self.cfg = cfg
+        parts = parts or cfg.num_clients
+        self.contexts = {NODE0 + 11 * p: self._context(NODE0 + 11 * p, p, parts)
+                         for p in range(cfg.num_clients)}
+        self.online = set(self.contexts)
+        self.dead: set[int] = set()
+        self.failing: set[int] = set()
+        self.sent: list[Message] = []
+        self.timeouts: list[float] = []
+
+    def _context(self, node, pid, parts):
+        return Context(run_id=1, node_id=node, node_config={"partition-id": pid,
+                                                            "num-partitions": parts},
+                       state=RecordDict(), run_config={})
+
+    def restart(self, node):
+        """A fresh process for the node: its Context.state (setup, local scores) is gone."""
+        old = self.contexts[node]
+        self.contexts[node] = self._context(node, old.node_config["partition-id"],
+                                            old.node_config["num-partitions"])
+        self.dead.discard(node)
+
+    def get_node_ids(self):
+        return sorted(self.online)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        self.timeouts.append(timeout)
+        replies = []
+        for m in messages:
+            self.sent.append(m)
+            node = m.metadata.dst_node_id
+            if node in self.dead:
+                continue
+            if node in self.failing:
+                replies.append(Message(Error(code=1, reason="device lost power"), reply_to=m))
+                continue
+            handler = {"query": client_app.query, "train": client_app.train,
+                       "evaluate": client_app.evaluate_personal}[m.metadata.message_type]
+            try:
+                replies.append(handler(m, self.contexts[node]))
+            except Exception as e:  # what Flower turns a ClientApp exception into
+                replies.append(Message(Error(code=2, reason=str(e)), reply_to=m))
+        return replies
+
+
+def _strategy(cfg, grid):
+    ticket = build_ticket(cfg, None)
+    s = make_strategy(cfg, ticket, run_key=checkpoint.fingerprint(cfg))
+    s.connect(grid)
+    return s
+
+
+def test_dead_node_is_logged_by_id_and_takes_part_again(tiny, caplog):
+    cfg = tiny("rounds=3", "clients_per_round=4", "eval.personal_every=0",
+               "server.query_timeout=1", "server.train_timeout=2")
+    grid = FakeGrid(cfg)
+    s = _strategy(cfg, grid)
+    victim = s.nodes[1]
+    ends = []
+
+    def on_end(r, arrays):
+        ends.append(r)
+        if r == 1:
+            grid.dead.add(victim)          # dies during round 2
+        if r == 2:
+            grid.restart(victim)           # comes back before round 3
+
+    with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
+        s.start(grid, s.initial_arrays(), num_rounds=3, on_round_end=on_end)
+    assert ends == [1, 2, 3]
+    assert [s.stats[r].accepted for r in (1, 2, 3)] == [4, 3, 4]
+    assert s.stats[2].missing == [1]
+    assert f"round 2: client 1 (node {victim}) sent no training reply" in caplog.text
+    assert f"client 1 (node {victim}) answers again" in caplog.text
+    # the restarted process lost its setup: round 3 sends it again, to that node only
+    assert s.stats[3].setup_bytes > 0
+    assert s.stats[3].setup_bytes * 4 == s.stats[1].setup_bytes
+    assert grid.timeouts.count(cfg.server.train_timeout) == 3
+
+
+def test_error_reply_is_a_missing_reply_with_its_reason(tiny, caplog):
+    cfg = tiny("rounds=1", "clients_per_round=4", "eval.personal_every=0")
+    grid = FakeGrid(cfg)
+    s = _strategy(cfg, grid)
+    grid.failing.add(s.nodes[2])
+    with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
+        s.start(grid, s.initial_arrays(), num_rounds=1)
+    assert s.stats[1].accepted == 3 and s.stats[1].missing == [2]
+    assert "device lost power" in caplog.text
+
+
+def test_too_few_replies_keep_the_global_model(tiny):
+    cfg = tiny("rounds=1", "clients_per_round=4", "eval.personal_every=0",
+               "server.min_train_replies=4")
+    grid = FakeGrid(cfg)
+    s = _strategy(cfg, grid)
+    grid.dead.add(s.nodes[0])
+    first = s.initial_arrays()
+    out = s.start(grid, first, num_rounds=1)
+    assert bytes(out["payload"].data) == bytes(first["payload"].data)
+    assert s.stats[1].accepted == 3
+
+
+def test_round_waits_bounded_for_min_available_nodes(tiny):
+    cfg = tiny("rounds=2", "clients_per_round=2", "eval.personal_every=0",
+               "server.min_available_nodes=3", "server.connect_timeout=0.3",
+               "server.query_timeout=0.1")
+    grid = FakeGrid(cfg)
+    s = _strategy(cfg, grid)
+    for node in list(grid.online)[:2]:
+        grid.online.discard(node)          # two of four nodes leave for good
+
+    with pytest.raises(RuntimeError, match="min_available_nodes=3.*server.resume=true"):
+        s.start(grid, s.initial_arrays(), num_rounds=2)
+
+
+def test_wrong_num_partitions_is_refused_with_the_fix(tiny):
+    cfg = tiny("server.connect_timeout=0.2", "server.query_timeout=0.1")
+    grid = FakeGrid(cfg, parts=7)
+    with pytest.raises(UserError, match="num-partitions=7 but num_clients=4"):
+        _strategy(cfg, grid)
+
+
+def test_sampling_over_all_available_equals_plain_sampling(tiny):
+    cfg = tiny()
+    s = make_strategy(cfg, build_ticket(cfg, None))
+    for r in range(1, 6):
+        assert s.sample(r, 3, 11) == s.sample(r, 3, 11, available=range(cfg.num_clients))
+    assert set(s.sample(1, 3, 11, available=[0, 2])) == {0, 2}
+
+
+# ---- checkpoint files -----------------------------------------------------------------------
+def _ckpt(cfg, r=2):
+    mask = Mask({"a": torch.tensor([[True, False], [False, True]]), "b": torch.ones(3, dtype=torch.bool)})
+    from fedticket.config import to_dict
+
+    return checkpoint.Checkpoint(round=r, config=to_dict(cfg), mask=mask, global_stype="fedticket.bits",
+                                 global_bytes=b"FT\x01\x00\x05\x00\x00\x00\x1f",
+                                 rows=[{"round": 0, "global_accuracy": 0.1}],
+                                 stats={1: {"accepted": 3}}, seconds=1.5,
+                                 fingerprint=checkpoint.fingerprint(cfg))
+
+
+def test_checkpoint_roundtrip_is_atomic(tiny, tmp_path):
+    cfg = tiny()
+    path = checkpoint.save(tmp_path / checkpoint.FILENAME, _ckpt(cfg))
+    checkpoint.save(path, _ckpt(cfg, r=3))  # replaces, leaves no temp file behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.FILENAME]
+    ck = checkpoint.load(path)
+    assert ck.round == 3 and ck.global_bytes == _ckpt(cfg).global_bytes
+    assert ck.mask.keys() == {"a", "b"} and torch.equal(ck.mask["a"], _ckpt(cfg).mask["a"])
+    assert ck.rows == [{"round": 0, "global_accuracy": 0.1}] and ck.stats == {1: {"accepted": 3}}
+    checkpoint.check_compatible(ck, cfg, path)
+
+
+def test_damaged_or_foreign_checkpoint_is_one_clear_error(tiny, tmp_path):
+    bad = tmp_path / "c.safetensors"
+    bad.write_bytes(b"\x00" * 40)
+    with pytest.raises(UserError, match="damaged or not a fedticket checkpoint"):
+        checkpoint.load(bad)
+    Mask({"w": torch.ones(3, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
+    with pytest.raises(UserError, match="not a fedticket federated checkpoint"):
+        checkpoint.load(tmp_path / "m.safetensors")
+
+
+def test_fingerprint_ignores_rounds_paths_and_server_keys(tiny, tmp_path):
+    a = tiny()
+    b = tiny("rounds=9", "server.resume=true", "server.train_timeout=5", "sim.num_cpus=1")
+    assert checkpoint.fingerprint(a) == checkpoint.fingerprint(b)
+    c = tiny("train.lr=0.01")
+    assert checkpoint.fingerprint(a) != checkpoint.fingerprint(c)
+    with pytest.raises(UserError, match="train.lr: checkpoint 0.1, now 0.01"):
+        checkpoint.check_compatible(_ckpt(a), c, tmp_path / "x")
+
+
+# ---- the client's on-disk local state -------------------------------------------------------
+def test_local_state_store_resumes_from_before_the_redone_round(tmp_path):
+    store = client_app.LocalStateStore(tmp_path, "key", 3)
+    for r in (1, 3, 4):
+        store.save(r, torch.full((5,), float(r)), completed_round=0)
+    assert store.load_before(4)[0] == 3.0      # round 4 redone: start from the round-3 state
+    assert store.load_before(5)[0] == 4.0
+    assert store.load_before(1) is None
+    store.save(6, torch.full((5,), 6.0), completed_round=4)
+    # rounds before the newest one at or before the checkpoint can never be needed again
+    assert sorted(p.name for p in store.dir.iterdir()) == \
+        ["round-4.safetensors", "round-6.safetensors"]
+
+
+# ---- config ---------------------------------------------------------------------------------
+def test_moved_and_nullable_keys():
+    with pytest.raises(ConfigError, match="sim.timeout' was replaced: use server.train_timeout"):
+        config_from_run_config({"sim.timeout": 10.0})
+    cfg = config_from_run_config({"data.root": "", "train.max_steps": "", "output_dir": "",
+                                  "server.client_state_dir": ""})
+    assert cfg.data.root is None and cfg.train.max_steps is None and cfg.output_dir is None
+    assert cfg.server.client_state_dir is None
+    with pytest.raises(ConfigError, match="server.train_timeout must be > 0"):
+        config_from_run_config({"server.train_timeout": 0.0})
+
+
+def test_partition_cache_in_state_dir_returns_the_same_tensors(tiny, tmp_path):
+    from fedticket.fl.dataset import client_tensors
+
+    cfg = tiny()
+    ctx = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 4,
+                                                    "state-dir": str(tmp_path)},
+                  state=RecordDict(), run_config={})
+    first = client_app._client_data(cfg, cfg.data.root, 2, ctx)
+    files = list((tmp_path / "partitions").glob("*.safetensors"))
+    assert len(files) == 1
+    again = client_app._client_data(cfg, cfg.data.root, 2, ctx)   # read back from the file
+    plain = client_tensors(cfg, cfg.data.root, 2)
+    for a, b, c in zip(first, again, plain, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    files[0].write_bytes(b"garbage")                                 # damaged: rebuilt
+    for a, c in zip(client_app._client_data(cfg, cfg.data.root, 2, ctx), plain, strict=True):
+        assert torch.equal(a, c)
