@@ -7,6 +7,7 @@ builds a ServerApp around it with the already-validated config (:mod:`fedticket.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from datetime import datetime
@@ -216,7 +217,10 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
     ticket = build_ticket(cfg, mask)
     x_test, y_test = test_tensors(cfg, cfg.data.root)
     key = checkpoint.fingerprint(cfg)
-    strategy = make_strategy(cfg, ticket, run_key=key)
+    # clients key their on-disk state by config *and* results folder: two runs of one config
+    # in different folders (one with a fault, one without) must not share local state
+    run_key = hashlib.sha256(f"{key}:{run_dir.path.resolve()}".encode()).hexdigest()[:16]
+    strategy = make_strategy(cfg, ticket, run_key=run_key)
     prior_seconds, first_round, initial = 0.0, 1, strategy.initial_arrays()
     if ckpt is not None:
         strategy.stats = {r: RoundStats(**d) for r, d in ckpt.stats.items()}

@@ -382,3 +382,14 @@ def test_cli_bad_input_is_one_line(argv, tmp_path, capsys):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fedticket: error: ") and err.count("\n") == 1, err
+
+
+def test_deploy_local_rejects_bad_input_before_starting_anything(tmp_path, capsys):
+    from fedticket.cli import main
+
+    assert main(["deploy", "local", "--nodes", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--nodes must be >= 1" in capsys.readouterr().err
+    assert main(["deploy", "local", "--set", "density=0", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "density must be in (0, 1]" in err[0]
+    assert not (tmp_path / "y" / "federation").exists()
