@@ -62,6 +62,9 @@ def test_pyproject_flower_config_equals_quickstart():
     run_config = {k: v for k, v in flatten_dict(flwr["config"]).items()
                   if not (k == "output_dir" and v == "")}
     assert config_from_run_config(run_config) == load_fl_config(REPO / "configs/fl/quickstart.yaml")
+    # Flower accepts --run-config overrides only for keys listed there: list every key
+    listed = set(flatten_dict(flwr["config"]))
+    assert listed == {key for key, *_ in describe_keys()}
 
 
 def test_every_key_documented_in_docs():
