@@ -158,13 +158,15 @@ class LocalFederation:
 
     def start_superlink(self, timeout: float = 60.0) -> Proc:
         cmd = deploy.superlink_command(self.certs, self.database, port=self.port, host=self.host)
+        log = self.dir / "superlink.log"
+        start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         proc = self._spawn("superlink", cmd, self.port)
         self.superlink = proc
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if not proc.alive():
                 raise RuntimeError(f"the SuperLink exited ({proc.popen.returncode}):\n{proc.text()[-3000:]}")
-            if "Uvicorn running on" in proc.text():
+            if "Uvicorn running on" in proc.text()[start:]:
                 return proc
             time.sleep(0.2)
         raise TimeoutError(f"the SuperLink did not start in {timeout:g} s:\n{proc.text()[-3000:]}")

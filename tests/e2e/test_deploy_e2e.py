@@ -9,9 +9,11 @@ simulation runs. Checked, in order:
    ``server.train_timeout`` with the two replies that came, the missing node is logged by its
    id; once Flower has marked it offline it is restarted, answers the server's probe and takes
    part again by round 4, and the run completes;
-3. resume: the ServerApp process (the fedticket server) is SIGKILLed once round 2 is
-   checkpointed, and a new ``flwr run`` with ``server.resume=true`` on the same results folder
-   finishes round 3 with the checkpointed rows unchanged.
+3. resume: the SuperLink with its ServerApp is SIGKILLed once round 2 is checkpointed and
+   started again on the same database; the SuperNodes (which Flower shuts down then) are
+   restarted once their old heartbeat has expired, and a new ``flwr run`` with
+   ``server.resume=true`` on the same results folder finishes round 3 with the checkpointed
+   rows unchanged.
 
 Ports are free ones picked at run time; every process (and Flower's superexec / serverapp /
 clientapp children) is stopped by PID in ``LocalFederation.stop_all`` (a ``finally``).
@@ -119,10 +121,20 @@ def test_deployment_tls_auth_faults_and_resume(tmp_path):
         run_b = fed.run({**COMMON, "output_dir": str(out_b)})
         ck_path = out_b / checkpoint.FILENAME
         _wait(lambda: _ckpt_round(ck_path) >= 2, 400, "round 2 to be checkpointed", poll=0.05)
-        fed.kill_serverapp()                  # SIGKILL the ServerApp process mid-run
+        fed.kill(fed.superlink)               # the server host dies: SuperLink, ServerApp, all
         ck = checkpoint.load(ck_path)
         assert ck.round == 2, "the server outran the kill: round 3 finished within the poll"
         assert not (out_b / "summary.json").exists()
+        fed.start_superlink()                 # same port, same database: registrations kept
+        # Flower 1.42: the SuperNodes shut down when the new SuperLink does not know their
+        # session, and may come back once their old heartbeat has expired (systemd would
+        # restart them; docs/deploy.md)
+        for i, node in enumerate(nodes):
+            node.popen.wait(timeout=120)
+        for i, node in enumerate(nodes):
+            fed.wait_offline(node.name)
+            nodes[i] = fed.restart(node)
+        fed.wait_online(["dev0", "dev1", "dev2"], timeout=120)
         run_c = fed.run({**COMMON, "output_dir": str(out_b), "server.resume": True})
         assert run_c != run_b
         assert fed.wait_run(run_c, 400) == "finished:completed", fed.logs(run_c)[-3000:]
