@@ -129,7 +129,7 @@ def test_deployment_tls_auth_faults_and_resume(tmp_path):
         # Flower 1.42: the SuperNodes shut down when the new SuperLink does not know their
         # session, and may come back once their old heartbeat has expired (systemd would
         # restart them; docs/deploy.md)
-        for i, node in enumerate(nodes):
+        for node in nodes:
             node.popen.wait(timeout=120)
         for i, node in enumerate(nodes):
             fed.wait_offline(node.name)
