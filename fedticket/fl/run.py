@@ -100,6 +100,11 @@ def main(args) -> int:
     out = Path(args.out) if getattr(args, "out", None) else (
         Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
     quiet = bool(getattr(args, "quiet", False))
+    from fedticket.fl.server_app import load_checkpoint
+    from fedticket.results import RunDir
+
+    if (Path(out) / "checkpoint.safetensors").exists():
+        load_checkpoint(cfg, RunDir(out))  # refuse before Ray starts, not after
     summary = run_fl(cfg, out, quiet=quiet)
     if not quiet:
         print(f"{cfg.method}: final global accuracy {summary['final_global_accuracy']:.4f} "

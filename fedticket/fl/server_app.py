@@ -162,7 +162,7 @@ def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, r
     return summary
 
 
-def _load_checkpoint(cfg: FLConfig, run_dir: RunDir) -> checkpoint.Checkpoint | None:
+def load_checkpoint(cfg: FLConfig, run_dir: RunDir) -> checkpoint.Checkpoint | None:
     path = run_dir.file(checkpoint.FILENAME)
     if not path.exists():
         if cfg.server.resume:
@@ -206,7 +206,7 @@ def run_server(grid: Grid, cfg: FLConfig, out_dir: str | Path, quiet: bool = Fal
 
 
 def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
-    ckpt = _load_checkpoint(cfg, run_dir)
+    ckpt = load_checkpoint(cfg, run_dir)
     run_dir.save_config(to_dict(cfg))
     run_dir.file("rounds.csv").unlink(missing_ok=True)  # rows are appended: start a reused folder clean
     if ckpt is not None:

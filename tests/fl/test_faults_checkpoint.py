@@ -8,6 +8,7 @@ answers (what a SIGKILLed SuperNode looks like to the server until its heartbeat
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +252,20 @@ def test_partition_cache_in_state_dir_returns_the_same_tensors(tiny, tmp_path):
     files[0].write_bytes(b"garbage")                                 # damaged: rebuilt
     for a, c in zip(client_app._client_data(cfg, cfg.data.root, 2, ctx), plain, strict=True):
         assert torch.equal(a, c)
+
+
+def test_cli_refuses_a_checkpointed_folder_before_starting_the_engine(tiny, tmp_path, capsys):
+    from fedticket.cli import main
+
+    cfg = tiny()
+    out = tmp_path / "run"
+    checkpoint.save(out / checkpoint.FILENAME, _ckpt(cfg))
+    quickstart = Path(__file__).resolve().parents[2] / "configs/fl/quickstart.yaml"
+    base = ["fl", "run", "-c", str(quickstart), "--out", str(out),
+            "--data-root", cfg.data.root, "--quiet"]
+    assert main(base) == 2
+    assert "holds the checkpoint of an earlier run" in capsys.readouterr().err
+    assert main(base + ["--set", "server.resume=true"]) == 2   # quickstart != the checkpoint's
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config differs from the checkpoint" in err[0]
+    assert checkpoint.load(out / checkpoint.FILENAME).round == 2
