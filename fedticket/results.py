@@ -27,6 +27,42 @@ def _jsonable(obj):
     return obj
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None,
+                       durable: bool = False) -> Path:
+    """Write ``data`` via a temp file in the same folder + rename: never a half-written file.
+
+    ``mode`` is set before any byte lands (a secret is never readable by others); ``durable``
+    fsyncs the file and the folder, so the rename survives a power cut (checkpoints).
+    """
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+    return path
+
+
 class RunDir:
     """A results folder. Writes are atomic (temp file + rename) so a crash never leaves half a file."""
 

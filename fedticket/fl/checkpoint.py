@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from fedticket.config import to_dict
 from fedticket.core import Mask
 from fedticket.errors import UserError
+from fedticket.results import atomic_write_bytes
 
 FORMAT_TAG = "fedticket.fl-checkpoint/1"
 FILENAME = "checkpoint.safetensors"
@@ -95,26 +95,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
         "stats": json.dumps({str(k): v for k, v in ckpt.stats.items()}),
         "seconds": repr(float(ckpt.seconds)),
     }
-    blob = save(tensors, metadata=meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=meta), durable=True)
 
 
 def load(path: str | os.PathLike) -> Checkpoint:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,7 @@ from fedticket.fl.dataset import client_tensors
 from fedticket.fl.learners import make_learner
 from fedticket.fl.model import build_ticket, evaluate
 from fedticket.fl.strategy import GLOBAL, METRICS, SETUP, UPDATE
+from fedticket.results import atomic_write_bytes
 
 STATE_SETUP = "fedticket.setup"
 STATE_LOCAL = "fedticket.local"
@@ -89,12 +89,10 @@ class LocalStateStore:
         return load_file(str(self._file(earlier[-1])))["scores"]
 
     def save(self, server_round: int, state: torch.Tensor, completed_round: int) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".round-{server_round}.tmp"
-        save_file({"scores": state.detach().cpu().contiguous()}, str(tmp))
-        os.replace(tmp, self._file(server_round))
+        atomic_write_bytes(self._file(server_round),
+                           save({"scores": state.detach().cpu().contiguous()}))
         rounds = self._rounds()
         keep_from = max([r for r in rounds if r <= completed_round], default=None)
         for r in rounds:
@@ -122,7 +120,7 @@ def _client_data(cfg, root: str, pid: int, context: Context):
     folder = context.node_config.get("cache-dir") or context.node_config.get("state-dir")
     if not folder:
         return client_tensors(cfg, root, pid)
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     d = dataclasses.asdict(cfg.data)
     for k in ("root", "download"):
@@ -137,11 +135,8 @@ def _client_data(cfg, root: str, pid: int, context: Context):
         except Exception:  # damaged: rebuild it below
             path.unlink(missing_ok=True)
     x, y, xv, yv = client_tensors(cfg, root, pid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"x": x.contiguous(), "y": y.contiguous(), "xv": xv.contiguous(),
-               "yv": yv.contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save({"x": x.contiguous(), "y": y.contiguous(),
+                                   "xv": xv.contiguous(), "yv": yv.contiguous()}))
     return x, y, xv, yv
 
 

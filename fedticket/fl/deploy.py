@@ -18,11 +18,11 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from fedticket.errors import UserError
+from fedticket.results import atomic_write_bytes
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
@@ -41,18 +41,9 @@ _DNS_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*\.?")
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Write via a temp file + rename, so a crash never leaves a half-written key or config."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        atomic_write_bytes(path, data, mode=mode)  # mode set before any byte lands
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}; choose another --out") from None
-    try:
-        os.fchmod(fd, mode)  # before any byte lands: a secret is never world-readable
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_private(path: Path, data: bytes) -> None:
