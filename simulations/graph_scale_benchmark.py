@@ -1,0 +1,232 @@
+"""Scale of the TEDDY edge score and the sparsifying transform: time and peak memory vs |E|.
+
+For each size a *fresh subprocess* (so one size's allocator state does not leak into the next)
+builds a seeded random undirected graph with a skewed degree distribution (average degree 10,
+endpoints drawn with density ∝ x^-1/2, so there are hubs), then measures
+
+* ``score``: :func:`graph.scores.teddy_edge_score` (the per-edge score, float64);
+* ``transform``: :class:`graph.transforms.TeddyEdgeSparsify` at sparsity 0.3 on a ``Data``
+  (pairs, scores, the ranking sort, the keep mask and the filtered ``edge_index``);
+
+each as the best wall time of ``--repeats`` runs and as the *peak RSS above the RSS just before
+the call*, sampled every millisecond by a thread (psutil); this counts every allocation torch
+makes, which tracemalloc would not see. Both directions of every edge are checked to get the
+bit-identical score, and the transform's output to be exactly symmetric with the exact count.
+The fitted log-log slope (time or memory against |E|, least squares over the sizes >= 1e5, where
+the fixed costs no longer dominate) is printed: 1 means linear.
+
+    OMP_NUM_THREADS=1 python simulations/graph_scale_benchmark.py \\
+        --sizes 1e4,3e4,1e5,3e5,1e6,3e6,1e7 --out results/graph_scale
+    # writes results/graph_scale/scale.json, scale.md and scale.png (log-log)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def random_graph(num_edges: int, seed: int):
+    """``num_edges`` directed edges (both directions of ``num_edges // 2`` pairs), N = E / 10."""
+    import torch
+
+    m = max(num_edges // 2, 1)
+    n = max(num_edges // 10, 2)
+    g = torch.Generator().manual_seed(seed)
+    # u = floor(n * r^2): density ∝ x^-1/2, low ids are hubs
+    u = (torch.rand(m, generator=g, dtype=torch.float64).square_() * n).long().clamp_(max=n - 1)
+    v = torch.randint(0, n, (m,), generator=g)
+    return torch.cat([torch.stack([u, v]), torch.stack([v, u])], dim=1), n
+
+
+class PeakRSS:
+    """Peak resident memory above the level at ``__enter__``, sampled every millisecond."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc = psutil.Process()
+
+    def __enter__(self):
+        self.base = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.delta = self.peak - self.base
+
+
+def _trim():
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed pages back so the next delta is honest
+    except OSError:
+        pass
+
+
+def measure(num_edges: int, seed: int, repeats: int, sparsity: float) -> dict:
+    """One size, in this process: times, peak RSS deltas, symmetry checks."""
+    import torch
+    from torch_geometric.data import Data
+
+    from graph.edges import num_removed, undirected_pairs
+    from graph.scores import teddy_edge_score
+    from graph.transforms import TeddyEdgeSparsify
+
+    ei, n = random_graph(num_edges, seed)
+    row = {"edges": int(ei.size(1)), "nodes": n}
+
+    def timed(fn):
+        best, out = math.inf, None
+        for _ in range(repeats):
+            out = None
+            _trim()
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                out = fn()
+                dt = time.perf_counter() - t0
+            best = min(best, dt)
+            peak = mem.delta
+        return out, best, peak
+
+    scores, row["score_s"], row["score_peak_bytes"] = timed(lambda: teddy_edge_score(ei, n))
+    # exact symmetry: score(u->v) == score(v->u) bit for bit (the generator lists u->v at e and
+    # v->u at e + m, so the check is a plain comparison of the two halves)
+    m = ei.size(1) // 2
+    row["score_symmetric"] = bool(torch.equal(scores[:m], scores[m:]))
+    del scores
+    data = Data(edge_index=ei, num_nodes=n)
+    out, row["transform_s"], row["transform_peak_bytes"] = timed(
+        lambda: TeddyEdgeSparsify(sparsity)(data))
+    kept = out.edge_index
+    key = kept[0] * n + kept[1]
+    rkey = kept[1] * n + kept[0]
+    sk = torch.sort(key).values
+    pos = torch.searchsorted(sk, rkey).clamp(max=sk.numel() - 1)
+    row["transform_symmetric"] = bool((sk[pos] == rkey).all()) if sk.numel() else True
+    pairs_total = undirected_pairs(ei, n).num_pairs
+    pairs_kept = undirected_pairs(kept, n).num_pairs
+    row["exact_count"] = pairs_kept == pairs_total - num_removed(sparsity, pairs_total)
+    row["input_bytes"] = ei.numel() * ei.element_size()
+    return row
+
+
+def slope(xs, ys) -> float:
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(max(y, 1e-12)) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / \
+        sum((a - mx) ** 2 for a in lx)
+
+
+def plot(rows, path: Path):
+    import matplotlib.pyplot as plt
+
+    e = [r["edges"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.loglog(e, [r["score_s"] for r in rows], "o-", label="teddy_edge_score")
+    ax1.loglog(e, [r["transform_s"] for r in rows], "s-", label="TeddyEdgeSparsify(0.3)")
+    ref = rows[-1]["transform_s"] / e[-1]
+    ax1.loglog(e, [ref * x for x in e], "k:", label="slope 1")
+    ax1.set_xlabel("directed edges |E|")
+    ax1.set_ylabel("seconds (best of repeats)")
+    ax1.legend()
+    ax1.grid(True, which="both", alpha=0.3)
+    mib = 2 ** 20
+    ax2.loglog(e, [max(r["score_peak_bytes"], 1) / mib for r in rows], "o-", label="score")
+    ax2.loglog(e, [max(r["transform_peak_bytes"], 1) / mib for r in rows], "s-", label="transform")
+    ax2.loglog(e, [r["input_bytes"] / mib for r in rows], "k:", label="edge_index itself")
+    ax2.set_xlabel("directed edges |E|")
+    ax2.set_ylabel("peak RSS above start (MiB)")
+    ax2.legend()
+    ax2.grid(True, which="both", alpha=0.3)
+    fig.suptitle("TEDDY edge score and transform: time and memory vs |E| (log-log)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1e4,3e4,1e5,3e5,1e6,3e6,1e7")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="best-of this many runs per size")
+    p.add_argument("--sparsity", type=float, default=0.3)
+    p.add_argument("--out", default="results/graph_scale")
+    p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child mode: one size, JSON out
+    a = p.parse_args(argv)
+    if a.one is not None:
+        print(json.dumps(measure(int(a.one), a.seed, a.repeats, a.sparsity)))
+        return 0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [float(s) for s in a.sizes.split(",")]
+    rows = []
+    from tqdm.auto import tqdm
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for s in tqdm(sizes, desc="sizes", unit="size"):
+        res = subprocess.run([sys.executable, __file__, "--one", str(s), "--seed", str(a.seed),
+                              "--repeats", str(a.repeats), "--sparsity", str(a.sparsity)],
+                             capture_output=True, text=True, env=env, check=False)
+        if res.returncode != 0:
+            print(f"size {s:.0e} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    big = [r for r in rows if r["edges"] >= 1e5] or rows
+    fits = {k: slope([r["edges"] for r in big], [r[k] for r in big])
+            for k in ("score_s", "transform_s", "score_peak_bytes", "transform_peak_bytes")}
+    lines = ["| directed edges | nodes | score (s) | transform (s) | score peak RSS (MiB) | "
+             "transform peak RSS (MiB) | edge_index (MiB) | symmetric (score / transform) | "
+             "exact count |", "|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    mib = 2 ** 20
+    for r in rows:
+        lines.append(f"| {r['edges']:,} | {r['nodes']:,} | {r['score_s']:.4f} | "
+                     f"{r['transform_s']:.4f} | {r['score_peak_bytes'] / mib:.1f} | "
+                     f"{r['transform_peak_bytes'] / mib:.1f} | {r['input_bytes'] / mib:.1f} | "
+                     f"{r['score_symmetric']} / {r['transform_symmetric']} | {r['exact_count']} |")
+    lines.append("")
+    lines.append("log-log slopes over |E| >= 1e5: " + ", ".join(f"{k} {v:.2f}"
+                                                              for k, v in fits.items()))
+    # the slope between neighbouring sizes shows where growth departs from linear
+    for a_, b_ in zip(rows, rows[1:]):
+        loc = {k: slope([a_["edges"], b_["edges"]], [max(a_[k], 1), max(b_[k], 1)])
+               for k in ("score_s", "transform_s")}
+        lines.append(f"- local slope {a_['edges']:.0e} -> {b_['edges']:.0e}: score "
+                     f"{loc['score_s']:.2f}, transform {loc['transform_s']:.2f}")
+    table = "\n".join(lines)
+    print(table)
+    (out / "scale.md").write_text(table + "\n")
+    (out / "scale.json").write_text(json.dumps({"rows": rows, "slopes": fits}, indent=2))
+    plot(rows, out / "scale.png")
+    ok = all(r["score_symmetric"] and r["transform_symmetric"] and r["exact_count"] for r in rows)
+    print(f"plot: {out / 'scale.png'}; every size symmetric with the exact count: {ok}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
