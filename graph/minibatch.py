@@ -255,7 +255,7 @@ def load_ogbn_arxiv(root) -> Data:
     try:
         ds = PygNodePropPredDataset(name="ogbn-arxiv", root=str(root))
     except Exception as e:  # URLError, OSError...: it tried to download
-        raise UserError(f"ogbn-arxiv is not under {root / 'ogbn_arxiv'} and could not be "
+        raise UserError(f"ogbn-arxiv could not be loaded from {root / 'ogbn_arxiv'} nor "
                         f"downloaded ({type(e).__name__}: {e}); run once online, or copy the "
                         "ogbn_arxiv folder there") from None
     data = ds[0]
