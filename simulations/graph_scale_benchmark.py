@@ -22,6 +22,8 @@ the fixed costs no longer dominate) is printed: 1 means linear.
     OMP_NUM_THREADS=1 python simulations/graph_scale_benchmark.py \\
         --sizes 1e4,3e4,1e5,3e5,1e6,3e6,1e7 --out results/graph_scale
     # writes results/graph_scale/scale.json, scale.md and scale.png (log-log)
+    # add --minibatch-edges 1e7 for a neighbour-sampled GCN on the largest graph (peak RSS
+    # beside the full-batch estimate)
 """
 
 from __future__ import annotations
@@ -149,6 +151,49 @@ def measure(num_edges: int, seed: int, repeats: int, sparsity: float) -> dict:
     return row
 
 
+def minibatch_at_scale(num_edges: int, seed: int, sparsity: float, batches: int) -> dict:
+    """Neighbour-sampled GCN training on the random graph: peak RSS and time per batch, beside
+    the full-batch estimate of :func:`graph.minibatch.full_batch_bytes` for the same model."""
+    import torch
+    from torch_geometric.data import Data
+
+    from graph.minibatch import full_batch_bytes, neighbor_loader
+    from graph.models import build_model
+    from graph.transforms import TeddyEdgeSparsify
+
+    torch.manual_seed(seed)
+    ei, n = random_graph(num_edges, seed)
+    classes, feats, hidden = 10, 64, 512
+    y = torch.randint(0, classes, (n,))
+    x = torch.randn(n, feats) * 0.5
+    x[torch.arange(n), y] += 1.0  # features that hint at the class, so the loss can fall
+    data = Data(x=x, y=y, edge_index=ei, num_nodes=n)
+    _trim()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        data = TeddyEdgeSparsify(sparsity)(data)
+        t_sparsify = time.perf_counter() - t0
+        model = build_model("gcn", feats, classes, hidden=hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        loader = neighbor_loader(data, [10, 10], batch_size=1024, shuffle=True)
+        losses, t1 = [], time.perf_counter()
+        for i, batch in enumerate(loader):
+            if i == batches:
+                break
+            opt.zero_grad()
+            out = model(batch.x, batch.edge_index)[: batch.batch_size]
+            loss = torch.nn.functional.cross_entropy(out, batch.y[: batch.batch_size])
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        t_batches = time.perf_counter() - t1
+    return {"edges": int(ei.size(1)), "nodes": n, "hidden": hidden, "sparsify_s": t_sparsify,
+            "batch_s": t_batches / max(len(losses), 1), "batches": len(losses),
+            "loss_first": losses[0], "loss_last": losses[-1], "peak_bytes": mem.delta,
+            "full_batch_estimate_bytes": full_batch_bytes(n, data.edge_index.size(1), feats,
+                                                          hidden)}
+
+
 def slope(xs, ys) -> float:
     if len(set(xs)) < 2:
         return float("nan")
@@ -195,8 +240,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="best-of this many runs per size")
     p.add_argument("--sparsity", type=float, default=0.3)
     p.add_argument("--out", default="results/graph_scale")
+    p.add_argument("--minibatch-edges", type=float, default=0,
+                   help="also train a GCN over NeighborLoader batches on a graph this large")
+    p.add_argument("--minibatch-batches", type=int, default=20)
     p.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child mode: one size, JSON out
+    p.add_argument("--one-minibatch", type=float, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.one_minibatch is not None:
+        print(json.dumps(minibatch_at_scale(int(a.one_minibatch), a.seed, a.sparsity,
+                                            a.minibatch_batches)))
+        return 0
     if a.one is not None:
         print(json.dumps(measure(int(a.one), a.seed, a.repeats, a.sparsity)))
         return 0
@@ -241,6 +294,23 @@ def main(argv=None) -> int:
                for k in ("score_s", "transform_s")}
         lines.append(f"- local slope {a_['edges']:.0e} -> {b_['edges']:.0e}: score "
                      f"{loc['score_s']:.2f}, transform {loc['transform_s']:.2f}")
+    if a.minibatch_edges:
+        res = subprocess.run([sys.executable, __file__, "--one-minibatch", str(a.minibatch_edges),
+                              "--seed", str(a.seed), "--sparsity", str(a.sparsity),
+                              "--minibatch-batches", str(a.minibatch_batches)],
+                             capture_output=True, text=True, env=env, check=False)
+        if res.returncode != 0:
+            print(f"mini-batch run failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        mb = json.loads(res.stdout.strip().splitlines()[-1])
+        (out / "minibatch.json").write_text(json.dumps(mb, indent=2))
+        lines += ["", f"Mini-batch GCN (hidden {mb['hidden']}, fanout (10, 10), 1024 seeds per "
+                  f"batch) on {mb['edges']:,} edges / {mb['nodes']:,} nodes, TEDDY {a.sparsity}: "
+                  f"sparsify {mb['sparsify_s']:.1f} s, {mb['batch_s']:.2f} s per batch over "
+                  f"{mb['batches']} batches, loss {mb['loss_first']:.3f} -> {mb['loss_last']:.3f}, "
+                  f"peak RSS above start {mb['peak_bytes'] / mib:.0f} MiB (sparsification "
+                  f"included); full-batch estimate for the same model "
+                  f"{mb['full_batch_estimate_bytes'] / mib:.0f} MiB."]
     table = "\n".join(lines)
     print(table)
     (out / "scale.md").write_text(table + "\n")
