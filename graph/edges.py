@@ -112,6 +112,9 @@ def _check_edge_index(edge_index: Tensor) -> Tensor:
         raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
     if edge_index.is_floating_point():
         raise ValueError(f"edge_index must hold integer node ids, got {edge_index.dtype}")
+    if edge_index.numel() and int(edge_index.min()) < 0:
+        raise ValueError(f"edge_index holds a negative node id ({int(edge_index.min())}); "
+                         "node ids count from 0")
     return edge_index.long()
 
 

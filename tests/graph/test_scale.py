@@ -85,6 +85,10 @@ def test_score_rejects_bad_edge_index():
         teddy_edge_score(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="num_nodes"):
         teddy_edge_score(torch.tensor([[0, 5], [5, 0]]), num_nodes=3)
+    with pytest.raises(ValueError, match="negative"):
+        teddy_edge_score(torch.tensor([[0, -1], [1, 0]]))
+    with pytest.raises(ValueError, match="integer"):
+        teddy_edge_score(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
 
 
 def test_bipartite_score_is_the_score_of_the_disjoint_union():
