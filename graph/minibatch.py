@@ -19,6 +19,8 @@ directional) takes its place; ``NeighborLoader`` itself, batching and feature sl
     from graph.minibatch import fit_neighbor
     res = fit_neighbor(data, "gcn", sparsity=0.3, num_neighbors=(10, 10), epochs=20)
     res.test_accuracy
+    # TEDDY past full batch: dense teacher, then distillation + ℓ0 weights on the sparse graph
+    res = fit_neighbor(data, "gcn", sparsity=0.3, kd_lambda=10, l0_density=0.5, epochs=20)
 """
 
 from __future__ import annotations
@@ -155,20 +157,32 @@ def sparsify(data: Data, method: str, sparsity: float, seed: int = 0) -> Data:
 def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int] = (10, 10),
                    eval_num_neighbors: Sequence[int] | None = None, batch_size: int = 256,
                    epochs: int = 20, lr: float = 0.01, weight_decay: float = 5e-4,
-                   l0_density: float | None = None, eval_every: int = 1,
+                   l0_density: float | None = None, teacher_logits: Tensor | None = None,
+                   kd_lambda: float = 0.0, temperature: float = 1.0, eval_every: int = 1,
                    progress: bool = False, step_callback=None) -> MiniBatchResult:
-    """Train ``model`` in place on neighbour-sampled batches of ``data``'s training nodes.
+    """Train ``model`` in place on neighbour-sampled batches of ``data``; see the module docstring.
 
-    ``data`` is used as given (sparsify it first, see :func:`sparsify`). ``l0_density`` keeps the
-    weights inside the ℓ0 ball after every step (core's ``l0_project``), as the full-batch loop
-    does. The result is the test accuracy at the epoch of best validation accuracy (ties: the
-    later epoch); ``step_callback(batch)`` sees every training batch (tests use it).
+    ``data`` is used as given (sparsify it first, see :func:`sparsify`). Without a teacher the
+    batches are seeded by the training nodes and the loss is cross-entropy. With
+    ``teacher_logits`` (``[N, C]``, e.g. from :func:`sampled_inference` of a dense model) and
+    ``kd_lambda > 0`` it is TEDDY's objective: the batches are seeded by *all* nodes, CE on the
+    seeds that are training nodes plus ``kd_lambda`` · KL(teacher ‖ student) on every seed, so
+    the distillation covers all nodes as in the full-batch loop. ``l0_density`` keeps the weights
+    inside the ℓ0 ball after every step (core's ``l0_project``). The result is the test accuracy
+    at the epoch of best validation accuracy (ties: the later epoch); ``step_callback(batch)``
+    sees every training batch (tests use it).
     """
+    from graph.train import distillation_loss
+
+    use_kd = teacher_logits is not None and kd_lambda > 0
+    if use_kd and teacher_logits.size(0) != data.num_nodes:
+        raise ValueError(f"teacher_logits has {teacher_logits.size(0)} rows for "
+                         f"{data.num_nodes} nodes; pass the logits of every node")
     eval_nn = list(eval_num_neighbors) if eval_num_neighbors is not None else \
         [-1] * len(num_neighbors)
-    train_nodes = data.train_mask.nonzero().view(-1)
+    seeds = None if use_kd else data.train_mask.nonzero().view(-1)
     val_nodes, test_nodes = data.val_mask.nonzero().view(-1), data.test_mask.nonzero().view(-1)
-    loader = neighbor_loader(data, num_neighbors, batch_size=batch_size, input_nodes=train_nodes,
+    loader = neighbor_loader(data, num_neighbors, batch_size=batch_size, input_nodes=seeds,
                              shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     prunable = (prunable_parameters(model) if l0_density is not None and l0_density < 1.0
@@ -188,15 +202,21 @@ def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int]
         for batch in loader:
             if step_callback is not None:
                 step_callback(batch)
+            bs = batch.batch_size
             optimizer.zero_grad(set_to_none=True)
-            out = model(batch.x, batch.edge_index)[: batch.batch_size]
-            loss = F.cross_entropy(out, batch.y[: batch.batch_size])
+            out = model(batch.x, batch.edge_index)[:bs]
+            train = batch.train_mask[:bs]
+            loss = (F.cross_entropy(out[train], batch.y[:bs][train]) if bool(train.any())
+                    else out.sum() * 0.0)
+            if use_kd:
+                teacher = teacher_logits[batch.n_id[:bs]]
+                loss = loss + kd_lambda * distillation_loss(out, teacher, temperature)
             loss.backward()
             optimizer.step()
             if prunable is not None:
                 apply_mask(prunable, l0_project(prunable, l0_density, "global"))
-            total += float(loss.detach()) * batch.batch_size
-            seen += batch.batch_size
+            total += float(loss.detach()) * bs
+            seen += bs
         res.losses.append(total / max(seen, 1))
         if (epoch + 1) % eval_every and epoch + 1 != epochs:
             continue
@@ -212,13 +232,31 @@ def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int]
 
 def fit_neighbor(data: Data, model: str = "gcn", *, sparsifier: str = "teddy",
                  sparsity: float = 0.0, hidden: int = 128, dropout: float = 0.5, seed: int = 0,
-                 **train_kwargs) -> MiniBatchResult:
-    """Sparsify ``data``, build a :mod:`graph.models` model and :func:`train_neighbor` it."""
+                 kd_lambda: float = 0.0, **train_kwargs) -> MiniBatchResult:
+    """Sparsify ``data``, build a :mod:`graph.models` model and :func:`train_neighbor` it.
+
+    With ``kd_lambda > 0`` this is TEDDY past full batch: a dense teacher is trained first on the
+    whole graph (same seed, same settings, CE only), its logits of every node come from sampled
+    inference, and the student on the sparsified graph distils them (add ``l0_density`` for the
+    weight sparsity).
+    """
+    num_classes = int(data.y.max()) + 1
+    teacher_logits = None
+    if kd_lambda > 0:
+        torch.manual_seed(seed)
+        teacher = build_model(model, data.num_features, num_classes, hidden=hidden,
+                              dropout=dropout)
+        dense_kwargs = {k: v for k, v in train_kwargs.items()
+                        if k not in ("l0_density", "step_callback")}
+        train_neighbor(teacher, data, **dense_kwargs)
+        eval_nn = train_kwargs.get("eval_num_neighbors") or \
+            [-1] * len(train_kwargs.get("num_neighbors", (10, 10)))
+        teacher_logits = sampled_inference(teacher, data, torch.arange(data.num_nodes), eval_nn)
     torch.manual_seed(seed)
     sparse = sparsify(data, sparsifier, sparsity, seed)
-    num_classes = int(data.y.max()) + 1
     net = build_model(model, data.num_features, num_classes, hidden=hidden, dropout=dropout)
-    return train_neighbor(net, sparse, **train_kwargs)
+    return train_neighbor(net, sparse, teacher_logits=teacher_logits, kd_lambda=kd_lambda,
+                          **train_kwargs)
 
 
 def full_batch_bytes(num_nodes: int, num_edges: int, in_dim: int, hidden: int,
