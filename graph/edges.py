@@ -121,8 +121,8 @@ def _check_edge_index(edge_index: Tensor) -> Tensor:
 def _group(key: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
     """Unique sorted keys and, per edge, the index of its key (``-1`` where not ``valid``).
 
-    One sort of an int64 key (PyTorch sorts integer keys with a radix sort on CPU, so this is
-    linear in practice); ``valid=None`` means every edge is a pair (no loops to skip).
+    One sort of an int64 key, the only step that is not a single pass (it grows close to
+    linearly here: docs/graph_scale.md); ``valid=None`` means every edge is a pair (no loops).
     """
     if valid is None:
         return torch.unique(key, sorted=True, return_inverse=True)
