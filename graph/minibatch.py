@@ -38,7 +38,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import NeighborLoader
 from torch_geometric.sampler import NeighborSampler, SamplerOutput
 
-from fedticket.core import apply_mask, l0_project, prunable_parameters
+from fedticket.core import Mask, apply_mask, l0_project, prunable_parameters
 from graph.models import build_model
 from graph.transforms import RandomEdgeSparsify, TeddyEdgeSparsify
 
@@ -142,6 +142,7 @@ class MiniBatchResult:
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     seconds: float = 0.0
     kept_edges: int = 0  # directed edges left after sparsification
+    mask: Mask | None = None  # ℓ0 weight mask in force at the best epoch (None when dense)
 
 
 def sparsify(data: Data, method: str, sparsity: float, seed: int = 0) -> Data:
@@ -187,8 +188,10 @@ def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     prunable = (prunable_parameters(model) if l0_density is not None and l0_density < 1.0
                 else None)
+    mask = None
     if prunable is not None:
-        apply_mask(prunable, l0_project(prunable, l0_density, "global"))
+        mask = l0_project(prunable, l0_density, "global")
+        apply_mask(prunable, mask)
     best, res = (-1.0, -1), MiniBatchResult(float("nan"), float("nan"), -1)
     t0 = time.perf_counter()
     epochs_iter = range(epochs)
@@ -214,7 +217,8 @@ def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int]
             loss.backward()
             optimizer.step()
             if prunable is not None:
-                apply_mask(prunable, l0_project(prunable, l0_density, "global"))
+                mask = l0_project(prunable, l0_density, "global")
+                apply_mask(prunable, mask)
             total += float(loss.detach()) * bs
             seen += bs
         res.losses.append(total / max(seen, 1))
@@ -225,6 +229,7 @@ def train_neighbor(model: nn.Module, data: Data, *, num_neighbors: Sequence[int]
             best = (val, epoch)
             test = _acc(sampled_inference(model, data, test_nodes, eval_nn), data.y[test_nodes])
             res.val_accuracy, res.test_accuracy, res.best_epoch = val, test, epoch
+            res.mask = mask.clone() if mask is not None else None
     res.seconds = time.perf_counter() - t0
     res.kept_edges = int(data.edge_index.size(1))
     return res

@@ -76,8 +76,9 @@ def test_l0_projection_holds_in_minibatch_mode(graph_factory):
     torch.manual_seed(0)
     model = build_model("gcn", data.num_features, 3, hidden=16)
     seen = []
-    train_neighbor(model, data, num_neighbors=(5, 5), batch_size=16, epochs=2, l0_density=0.3,
-                   step_callback=lambda b: seen.append(b.batch_size))
+    res = train_neighbor(model, data, num_neighbors=(5, 5), batch_size=16, epochs=2,
+                         l0_density=0.3, step_callback=lambda b: seen.append(b.batch_size))
+    assert res.mask is not None and res.mask.num_kept <= round(0.3 * res.mask.numel) + 1
     params = prunable_parameters(model)
     total = sum(p.numel() for p in params.values())
     nonzero = sum(int((p != 0).sum()) for p in params.values())
