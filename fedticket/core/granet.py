@@ -1,7 +1,7 @@
 """GraNet: gradual magnitude pruning with zero-cost neuroregeneration (Liu et al., "Sparse Training
 via Boosting Pruning Plasticity with Neuroregeneration", NeurIPS 2021), as a training-time schedule.
 
-Every ``every`` iterations between ``start`` and ``end``, :meth:`GraNet.update` (call it after
+Every ``every`` iterations from ``start``, and at ``end``, :meth:`GraNet.update` (call it after
 ``loss.backward()`` and before ``optimizer.step()``, when the dense gradient is there):
 
 1. **gradual pruning** to the density of Zhu & Gupta's cubic schedule,
@@ -73,7 +73,8 @@ class GraNet:
         return 0.5 * self.alpha * (1.0 + math.cos(math.pi * self._progress(t)))
 
     def is_update(self, t: int) -> bool:
-        return self.start <= t <= self.end and (t - self.start) % self.every == 0
+        # ``end`` always updates, so the final density is reached whatever ``every`` is
+        return t == self.end or (self.start <= t < self.end and (t - self.start) % self.every == 0)
 
     # ---- training hook --------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer) -> None:

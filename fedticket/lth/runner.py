@@ -15,7 +15,8 @@ equal terms (same data order, same iterations):
 
 The folder holds ``config.yaml``, ``rewind.safetensors``, one ``levels/level_KK/`` per level
 (``mask.safetensors``, ``ticket.safetensors``: the trained ticket IMP prunes from, ``rows.json``),
-``levels.csv``, ``summary.json``, ``test_accuracy_vs_density.png`` and
+``levels.csv`` (ticket rows also carry the PQ Index, p=1, q=2, of the trained alive weights,
+overall and per layer), ``summary.json``, ``test_accuracy_vs_density.png`` and
 ``early_stop_vs_density.png``. A level whose ``rows.json`` exists is skipped on a rerun, so an
 interrupted run resumes at the first missing level; ``levels`` may grow between runs, any other
 change of the config is refused.
@@ -24,6 +25,7 @@ change of the config is refused.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from fedticket.config import load_config, to_dict
 from fedticket.core.apply import apply_mask
 from fedticket.core.imp import rewind_weights
 from fedticket.core.mask import Mask
+from fedticket.core.pqi import pq_report
 from fedticket.core.prune import mask_from_scores
 from fedticket.core.selection import prunable_parameters
 from fedticket.data import resolve_data_root
@@ -127,8 +130,6 @@ def run_lth(cfg: LTHConfig, out: str | Path, data_root=None, progress: bool = Tr
             scores = {n: prev_ticket[n].abs() for n in names}
             mask = mask_from_scores(scores, (1.0 - cfg.prune_fraction) ** level, cfg.scope, base=mask)
         if done.exists():  # idempotent level: outputs exist, nothing to recompute
-            import json
-
             rows += json.loads(done.read_text())
             prev_ticket = _load_state(ldir / "ticket.safetensors")
             saved = Mask.load(ldir / "mask.safetensors")
@@ -143,6 +144,9 @@ def run_lth(cfg: LTHConfig, out: str | Path, data_root=None, progress: bool = Tr
         res = train(model, mask, splits, spec, seed=cfg.seed, progress=progress,
                     desc=f"level {level} ticket")
         level_rows.append(_row(level, "dense" if level == 0 else "ticket", mask, res))
+        pqi = pq_report(model, mask)  # sparsity of the trained ticket's alive weights
+        level_rows[0]["pq_index"] = pqi["overall"]
+        level_rows[0]["pq_index_layers"] = json.dumps(pqi["layers"])
         prev_ticket = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ticket_model = model
         if level > 0:

@@ -66,7 +66,7 @@ def test_bip_trains_a_sparse_net_at_exact_density():
     model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
     res = bip_prune(model, _batches(x, y), 0.15, iterations=200, lr_weights=0.05, lr_scores=1.0,
                     scope="layer", log_every=50)
-    for n, m in res.mask.items():
+    for m in res.mask.values():
         assert int(m.sum()) == kept_count(0.15, m.numel())
     assert (model[0].weight[~res.mask["0.weight"]] == 0).all()
     assert all(float(s.min()) >= 0 and float(s.max()) <= 1 for s in res.scores.values())
