@@ -12,6 +12,15 @@ from fedticket.lth.runner import run_lth
 from fedticket.lth.train import TrainSpec, train
 from fedticket.results import read_csv
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 TINY = ["train_subset=600", "val_size=300", "test_subset=300", "iterations=20", "eval_every=5",
         "levels=2", "num_threads=1"]
 

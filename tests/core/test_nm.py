@@ -9,6 +9,15 @@ from fedticket.core.nm import semi_structured_available, semi_structured_linear
 from fedticket.models import build_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_every_group_keeps_exactly_n_of_the_top_scores():
     g = torch.Generator().manual_seed(0)
     s = {"w": torch.randn(6, 3, 2, 4, generator=g)}  # conv-shaped: 24 inputs per row

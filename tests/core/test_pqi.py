@@ -8,6 +8,15 @@ from fedticket.core.pqi import sap_prune_fraction
 from fedticket.models import build_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_pq_index_definition_and_extremes():
     assert pq_index(torch.full((50,), 3.0)) == pytest.approx(0.0, abs=1e-12)
     d = 64
