@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,12 +22,13 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
+QUICKSTART = str(Path(__file__).resolve().parents[2] / "configs" / "lth" / "quickstart.yaml")
 TINY = ["train_subset=600", "val_size=300", "test_subset=300", "iterations=20", "eval_every=5",
         "levels=2", "num_threads=1"]
 
 
 def _cfg(extra=()):
-    return load_config(LTHConfig, "configs/lth/quickstart.yaml", TINY + list(extra))
+    return load_config(LTHConfig, QUICKSTART, TINY + list(extra))
 
 
 def test_lth_run_levels_controls_and_files(tmp_path, data_root):
@@ -92,11 +94,11 @@ def test_late_rewinding_anchor_is_the_trained_state(tmp_path, data_root):
 
 
 def test_cli_bad_config_is_one_line(tmp_path, capsys):
-    assert main(["lth", "run", "-c", "configs/lth/quickstart.yaml", "--set", "prune_fraction=2",
+    assert main(["lth", "run", "-c", QUICKSTART, "--set", "prune_fraction=2",
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fedticket: error: prune_fraction") and err.count("\n") == 1
-    assert main(["lth", "run", "-c", "configs/lth/quickstart.yaml", "--set", "controls=[bogus]",
+    assert main(["lth", "run", "-c", QUICKSTART, "--set", "controls=[bogus]",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown control" in capsys.readouterr().err
 
