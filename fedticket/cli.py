@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a freshly initialised model and report the mask")
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--density", required=True, type=_density, help="fraction of weights kept, in (0, 1]")
+    p.add_argument("--density", type=_density, default=None,
+                   help="fraction of weights kept, in (0, 1] (required unless --nm)")
+    p.add_argument("--nm", default=None, metavar="N:M",
+                   help="N:M mask: keep N of every M consecutive weights along each output row")
     p.add_argument("--scope", choices=("global", "layer"), default="global")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input-shape", type=_shape, default=None,
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--levels", default=None, help="comma list of levels to run, e.g. 1,5,10")
 
     _add_deploy_parser(sub)
+    from fedticket.lth.cli import add_parsers as add_lth_parsers
+
+    add_lth_parsers(sub, _Parser)
     return parser
 
 
@@ -190,6 +196,14 @@ def cmd_prune(args) -> int:
         raise UserError(f"--dataset is only used by snip/grasp; {args.method} does not look at data")
     shape = shape or (3, 32, 32)
     classes = classes or 10
+    from fedticket.core.nm import parse_nm
+
+    try:
+        nm = parse_nm(args.nm) if args.nm else None
+    except ValueError as e:
+        raise UserError(f"--nm: {e}") from None
+    if nm is None and args.density is None:
+        raise UserError("--density is required (or give --nm N:M, whose density is N/M)")
     if args.iterations is not None and args.iterations < 1:
         raise UserError(f"--iterations must be >= 1, got {args.iterations}")
     try:
@@ -203,13 +217,18 @@ def cmd_prune(args) -> int:
             base.check(model)
         except ValueError as e:
             raise UserError(f"--base-mask: {e}") from None
-    mask = prune(model, args.method, args.density, scope=args.scope, iterations=args.iterations,
-                 input_shape=shape, dataloader=loader, num_batches=args.num_batches, seed=args.seed,
-                 double=args.double, base=base, progress=not (args.quiet or args.json))
+    try:
+        mask = prune(model, args.method, args.density, scope=args.scope, iterations=args.iterations,
+                     input_shape=shape, dataloader=loader, num_batches=args.num_batches,
+                     seed=args.seed, double=args.double, base=base, nm=nm,
+                     progress=not (args.quiet or args.json))
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.out:
         mask.save(args.out)
     if args.json:
-        print(json.dumps(_mask_json(mask, args.method, args.density)))
+        target = args.density if nm is None else nm[0] / nm[1]
+        print(json.dumps({**_mask_json(mask, args.method, target), **({"nm": args.nm} if nm else {})}))
     else:
         print(mask.report())
         if args.out:
@@ -322,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(graph_main(args) or 0)
         if args.command == "deploy":
             return cmd_deploy(args)
+        if args.command == "lth":
+            from fedticket.lth.cli import handle
+
+            return handle(args)
         parser.print_help(sys.stderr)
         return 2
     except UserError as e:

@@ -50,8 +50,14 @@ def iterative_magnitude_pruning(
     min_ndim: int = 2,
     callback: Callable[[IMPLevel], None] | None = None,
     progress: bool = False,
+    prune_amount: Callable[[nn.Module, Mask, int], float] | None = None,
 ) -> list[IMPLevel]:
-    """Run levels 0..``levels``; returns one :class:`IMPLevel` per level (level 0 is dense)."""
+    """Run levels 0..``levels``; returns one :class:`IMPLevel` per level (level 0 is dense).
+
+    ``prune_amount(model, mask, level)``, when given, replaces the fixed ``prune_fraction``: it
+    returns the fraction of the *alive* weights to prune at that level, from the trained model
+    (SAP in :mod:`fedticket.core.pqi` sets it from the PQ Index). Kept counts stay exact.
+    """
     if not 0.0 < prune_fraction < 1.0:
         raise ValueError(f"prune_fraction must be in (0, 1), got {prune_fraction}")
     if levels < 0:
@@ -80,12 +86,20 @@ def iterative_magnitude_pruning(
         if level > 0:
             trained = prunable_parameters(model, include, exclude, min_ndim)
             scores = {k: trained[k].detach().abs() for k in mask}
-            target = (1.0 - prune_fraction) ** level
+            if prune_amount is None:
+                target = (1.0 - prune_fraction) ** level
+            else:
+                frac = float(prune_amount(model, mask, level))
+                if not 0.0 <= frac < 1.0:
+                    raise ValueError(f"prune_amount returned {frac} at level {level}; need [0, 1)")
+                # a count, not a density: the alive count times (1 - frac), then back to a density
+                target = max(1, mask.num_kept - int(frac * mask.num_kept)) / n
             mask = mask_from_scores(scores, target, scope, base=mask)
             if scope == "global":
                 assert mask.num_kept == kept_count(target, n)
-            model.load_state_dict(anchor)
-        apply_mask(model, mask)
+            rewind_weights(model, anchor, mask)
+        else:
+            apply_mask(model, mask)
         metrics = train_fn(model, mask, level) or {}
         apply_mask(model, mask)
         rec = IMPLevel(level=level, density=mask.density, mask=mask.clone(), metrics=dict(metrics))

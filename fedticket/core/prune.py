@@ -123,12 +123,23 @@ def prune(model: nn.Module, method: str, density: float, *, scope: str = "global
           iterations: int | None = None, schedule: str = "exponential", input_shape=None,
           dataloader=None, num_batches: int = 1, loss_fn=None, seed: int = 0, double: bool = False,
           include=None, exclude=None, min_ndim: int = 2, base: Mask | None = None,
-          progress: bool = False, device="cpu") -> Mask:
+          progress: bool = False, device="cpu", nm: tuple[int, int] | str | None = None) -> Mask:
     """Prune ``model``'s prunable tensors to ``density`` with ``method``; returns the Mask.
 
     The model itself is not modified (apply the mask with ``apply_mask`` or ``MaskEnforcer``).
     SynFlow defaults to 100 iterations with the exponential schedule; others to one shot.
+
+    ``nm=(N, M)`` turns the method's scores into an N:M mask (:mod:`fedticket.core.nm`); density is
+    then N/M in every layer (``density`` may be None, or must equal N/M). Scoring is one shot: N:M
+    fixes each layer's density, so there is no layer collapse for iterative scoring to avoid.
     """
+    if nm is not None:
+        return _prune_nm(model, method, density, nm, scope=scope, iterations=iterations,
+                         input_shape=input_shape, dataloader=dataloader, num_batches=num_batches,
+                         loss_fn=loss_fn, seed=seed, double=double, include=include,
+                         exclude=exclude, min_ndim=min_ndim, base=base, device=device)
+    if density is None:
+        raise ValueError("density is required (or pass nm=(N, M))")
     density = _check_density(density)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
@@ -191,3 +202,28 @@ def prune(model: nn.Module, method: str, density: float, *, scope: str = "global
                 synflow.zero_entries(n, alive[n][~keeps[n]])
             alive[n] = alive[n][keeps[n]]
     return current_mask()
+
+
+def _prune_nm(model, method, density, nm, *, scope, iterations, input_shape, dataloader,
+              num_batches, loss_fn, seed, double, include, exclude, min_ndim, base, device) -> Mask:
+    from fedticket.core.nm import nm_mask_from_scores, parse_nm, row_groups
+
+    n, m = parse_nm(nm)
+    if density is not None and abs(float(density) - n / m) > 1e-9:
+        raise ValueError(f"an {n}:{m} mask has density {n / m:g}; drop density or set it to {n / m:g}")
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+    if iterations not in (None, 1):
+        raise ValueError("N:M pruning scores once (each layer's density is fixed at N/M); "
+                         "drop iterations")
+    if base is not None:
+        raise ValueError("N:M pruning starts from the dense model; a base mask is not supported")
+    if method in DATA_METHODS and dataloader is None:
+        raise ValueError(f"{method} needs data: pass dataloader= and num_batches=")
+    names = list(prunable_parameters(model, include, exclude, min_ndim))
+    params = dict(model.named_parameters())
+    for name in names:  # the divisibility error comes before any scoring work
+        row_groups(params[name].shape, m, name)
+    s = score(method, model, None, names=names, input_shape=input_shape, dataloader=dataloader,
+              num_batches=num_batches, loss_fn=loss_fn, seed=seed, double=double, device=device)
+    return nm_mask_from_scores(s, n, m)

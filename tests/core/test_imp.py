@@ -8,8 +8,10 @@ from fedticket.core import MaskEnforcer, iterative_magnitude_pruning
 from fedticket.models import build_model
 
 
-def make_train_fn(log):
+def make_train_fn(log, starts=None):
     def train(model, mask, level):
+        if starts is not None:
+            starts.append((level, {k: v.detach().clone() for k, v in model.state_dict().items()}))
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         g = torch.Generator().manual_seed(level)
         with MaskEnforcer(model, mask, opt):
@@ -27,9 +29,9 @@ def make_train_fn(log):
 def test_imp_levels_reach_compound_density_and_rewind_to_init():
     model = build_model("lenet300", seed=0)
     init = copy.deepcopy(model.state_dict())
-    log, seen = [], []
+    log, seen, starts = [], [], []
     p, L = 0.2, 4
-    levels = iterative_magnitude_pruning(model, make_train_fn(log), L, p, callback=seen.append)
+    levels = iterative_magnitude_pruning(model, make_train_fn(log, starts), L, p, callback=seen.append)
     assert [lv.level for lv in levels] == list(range(L + 1)) == [s.level for s in seen]
     n = levels[0].mask.numel
     for lv in levels:
@@ -37,7 +39,12 @@ def test_imp_levels_reach_compound_density_and_rewind_to_init():
         assert lv.metrics == {"steps": 3}
     for a, b in zip(levels, levels[1:]):
         assert (b.mask.flat() & ~a.mask.flat()).sum() == 0  # nested
-    # at the start of each level the surviving weights equal the init (rewinding)
+    # at the start of each level every weight equals init ⊙ mask (rewinding), biases included
+    assert [lv for lv, _ in starts] == list(range(L + 1))
+    for (level, state), lv in zip(starts, levels):
+        for k, v in state.items():
+            want = init[k] * lv.mask[k] if k in lv.mask else init[k]
+            assert torch.equal(v, want), (level, k)
     final = dict(model.named_parameters())
     for k, m in levels[-1].mask.items():
         assert (final[k][~m] == 0).all()
@@ -72,3 +79,16 @@ def test_imp_bad_arguments():
         iterative_magnitude_pruning(model, lambda *a: {}, 2, 1.2)
     with pytest.raises(ValueError, match="rewind_fn"):
         iterative_magnitude_pruning(model, lambda *a: {}, 2, 0.2, rewind="fn")
+
+
+def test_imp_prune_amount_sets_each_level_count():
+    model = build_model("lenet300", seed=0)
+    fracs = {1: 0.5, 2: 0.1, 3: 0.0}
+    levels = iterative_magnitude_pruning(model, lambda *a: {}, 3,
+                                         prune_amount=lambda m, mask, lv: fracs[lv])
+    kept = [lv.mask.num_kept for lv in levels]
+    for lv in (1, 2, 3):
+        assert kept[lv] == kept[lv - 1] - int(fracs[lv] * kept[lv - 1])
+    with pytest.raises(ValueError, match="prune_amount"):
+        iterative_magnitude_pruning(build_model("lenet300"), lambda *a: {}, 1,
+                                    prune_amount=lambda *a: 1.0)
