@@ -239,7 +239,7 @@ def cmd_mask_info(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from fedticket.fl import deploy
+    from fedticket import deploy
 
     c = args.deploy_command
     if c == "certs":
@@ -288,7 +288,7 @@ def cmd_deploy(args) -> int:
     if c == "local":
         from datetime import datetime
 
-        from fedticket.fl.localfed import run_local
+        from fedticket.deploy.localfed import run_local
 
         out = args.out or f"runs/deploy-local-{datetime.now():%Y%m%d-%H%M%S}"
         summary = run_local(args.nodes, args.rounds, out, args.set, args.data_root, args.quiet)

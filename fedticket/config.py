@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
 import yaml
 
@@ -41,6 +41,31 @@ def parse_overrides(overrides) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: '{p}' is set both as a value and as a section")
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": 2}`` -> ``{"a.b": 1, "c": 2}``: the one dotted-key view of a config."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``; hyphens read as underscores (Flower's TOML style)."""
+    out: dict = {}
+    for key, value in flat.items():
+        parts = str(key).replace("-", "_").split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}': '{p}' is set both as a value and as a section")
         node[parts[-1]] = value
     return out
 

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedticket.cli import main
 from fedticket.errors import UserError
-from fedticket.fl import deploy
+from fedticket import deploy
+from fedticket.deploy import commands
 
 try:
     import tomllib
@@ -360,7 +361,7 @@ def test_cli_print_commands(certs, node_key, tmp_path, capsys):
 
 def test_cli_execs_flower(certs, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(deploy.shutil, "which", lambda exe: f"/bin/{exe}")
+    monkeypatch.setattr(commands.shutil, "which", lambda exe: f"/bin/{exe}")
     monkeypatch.setattr(os, "execvp", lambda file, argv: calls.append((file, argv)))
     monkeypatch.delenv(deploy.NO_RUNTIME_INSTALL_ENV, raising=False)
     assert main(["deploy", "superlink", "--certs", str(certs), "--database",
@@ -393,3 +394,23 @@ def test_deploy_local_rejects_bad_input_before_starting_anything(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "density must be in (0, 1]" in err[0]
     assert not (tmp_path / "y" / "federation").exists()
+
+
+# ---- the one poll loop and the one flwr JSON reader ----------------------------------------------
+def test_poll_until_returns_the_first_truthy_value_and_times_out_naming_what():
+    from fedticket.deploy.poll import poll_until
+
+    calls = iter([None, 0, "", "ready", "later"])
+    assert poll_until(lambda: next(calls), timeout=5, interval=0.0) == "ready"
+    with pytest.raises(TimeoutError, match="nodes online"):
+        poll_until(lambda: False, timeout=0.05, interval=0.01, what="nodes online")
+    with pytest.raises(RuntimeError, match="died"):  # a check that raises aborts at once
+        poll_until(lambda: (_ for _ in ()).throw(RuntimeError("died")), timeout=5)
+
+
+def test_flwr_json_skips_banners_and_refuses_non_objects():
+    assert deploy.flwr_json('Loading project...\n{"success": true, "run-id": 7}\ntrailer') == \
+        {"success": True, "run-id": 7}
+    for bad in ("no json here", "[1, 2]", "{broken"):
+        with pytest.raises(ValueError):
+            deploy.flwr_json(bad)
