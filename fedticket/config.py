@@ -18,7 +18,8 @@ import yaml
 
 from fedticket.errors import ConfigError
 
-__all__ = ["ConfigError", "load_config", "parse_overrides", "to_dict", "describe", "save_config"]
+__all__ = ["ConfigError", "load_config", "parse_overrides", "to_dict", "describe", "flatten",
+           "unflatten"]
 
 
 def parse_overrides(overrides) -> dict:
@@ -185,12 +186,25 @@ def load_config(schema, path: str | Path | None = None, overrides=(), base: dict
     data: dict = dict(base or {})
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; pass a YAML file with -c")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (pass an existing YAML file with -c)")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not a text file (not UTF-8); pass a YAML "
+                              "config, e.g. configs/fl/quickstart.yaml") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            # YAML's message spans lines (marks, carets): one line, the first problem named
+            what = " ".join(str(getattr(e, "problem", None) or e).split())
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {p} is not valid YAML{where}: {what}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of keys to values")
         data = _merge(data, loaded)
@@ -212,10 +226,6 @@ def _validate_tree(cfg):
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe(schema, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -339,19 +339,22 @@ def project_dir() -> Path:
 
 
 def run_local(nodes: int, rounds: int, out: str | Path, overrides=(), data_root=None,
-              quiet: bool = False, timeout: float = 3600.0) -> dict:
+              quiet: bool = False, timeout: float = 3600.0, overwrite: bool = False) -> dict:
     """Steps 1-6 of docs/deploy.md on 127.0.0.1; returns summary.json's content."""
     import csv as _csv
 
     from fedticket.config import flatten, parse_overrides
     from fedticket.errors import UserError
-    from fedticket.fl.run import prepare
+    from fedticket.fl.run import FL_RESULT_FILES, prepare
+    from fedticket.results import check_output_dir, clear_results
 
     if nodes < 1:
         raise UserError(f"--nodes must be >= 1, got {nodes}")
     out = Path(out).resolve()
-    if (out / "results").exists() and any((out / "results").iterdir()):
-        raise UserError(f"{out / 'results'} is not empty; choose a new --out")
+    check_output_dir(out, overwrite=True)  # a file, unwritable: refused before anything starts
+    check_output_dir(out / "results", overwrite=overwrite)
+    if overwrite:
+        clear_results(out / "results", FL_RESULT_FILES)
     flat: dict[str, Any] = {"num_clients": nodes, "clients_per_round": nodes, "rounds": rounds,
                             "output_dir": str(out / "results")}
     # TOML has no null: the app's run config spells it "" (fedticket.fl.config reads it back)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from fedticket.deploy.addresses import BIND_ALL, LOOPBACK_SANS, parse_host
 from fedticket.errors import UserError
-from fedticket.results import atomic_write_bytes
+from fedticket.results import atomic_write_bytes, check_output_dir
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
@@ -39,10 +39,9 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _out_dir(out_dir: str | Path) -> Path:
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
-    return out
+    # a file, a path under a file, an unwritable place: refused before any key is generated;
+    # existing key files are refuse_overwrite's business (--force), not a results folder's
+    return check_output_dir(Path(out_dir).expanduser().resolve(), overwrite=True)
 
 
 def refuse_overwrite(paths: Sequence[Path], force: bool) -> None:

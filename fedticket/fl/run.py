@@ -17,6 +17,9 @@ from fedticket.fl.config import FLConfig, load_fl_config
 from fedticket.fl.dataset import resolve_root
 
 log = logging.getLogger("fedticket.fl")
+CHECKPOINT = "checkpoint.safetensors"
+# what a run writes into its results folder: --overwrite removes exactly these
+FL_RESULT_FILES = (CHECKPOINT, "rounds.csv", "summary.json", "config.yaml", "server.log", "*.png")
 
 
 def prepare(config_path=None, overrides=(), data_root=None, base=None) -> FLConfig:
@@ -100,11 +103,23 @@ def main(args) -> int:
     out = Path(args.out) if getattr(args, "out", None) else (
         Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
     quiet = bool(getattr(args, "quiet", False))
+    overwrite = bool(getattr(args, "overwrite", False))
     from fedticket.fl.server_app import load_checkpoint
-    from fedticket.results import RunDir
+    from fedticket.results import RunDir, check_output_dir, clear_results
 
-    if (Path(out) / "checkpoint.safetensors").exists():
-        load_checkpoint(cfg, RunDir(out))  # refuse before Ray starts, not after
+    if overwrite and cfg.server.resume:
+        raise UserError("--overwrite replaces the results in --out, server.resume=true continues "
+                        "them; choose one")
+    checkpointed = (out / CHECKPOINT).exists()
+    # all refusals before Ray starts: a path that cannot hold results, results of another run
+    # (rerunning into a folder without a checkpoint would replace them), a mismatched resume
+    check_output_dir(out, overwrite=overwrite, resume=cfg.server.resume and checkpointed,
+                     hint=("to continue it pass --set server.resume=true; " if checkpointed
+                           else ""))
+    if overwrite:
+        clear_results(out, FL_RESULT_FILES)
+    elif checkpointed:
+        load_checkpoint(cfg, RunDir(out))
     summary = run_fl(cfg, out, quiet=quiet)
     if not quiet:
         print(f"{cfg.method}: final global accuracy {summary['final_global_accuracy']:.4f} "

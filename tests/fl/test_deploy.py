@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedticket.cli import main
-from fedticket.errors import UserError
 from fedticket import deploy
+from fedticket.cli import main
 from fedticket.deploy import commands
+from fedticket.errors import UserError
 
 try:
     import tomllib
@@ -389,7 +389,7 @@ def test_deploy_local_rejects_bad_input_before_starting_anything(tmp_path, capsy
     from fedticket.cli import main
 
     assert main(["deploy", "local", "--nodes", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "--nodes must be >= 1" in capsys.readouterr().err
+    assert "--nodes: must be >= 1" in capsys.readouterr().err
     assert main(["deploy", "local", "--set", "density=0", "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "density must be in (0, 1]" in err[0]
