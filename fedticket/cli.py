@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from fedticket.errors import UserError
+from fedticket.errors import RunError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -264,6 +264,18 @@ def cmd_mask_info(args) -> int:
     return 0
 
 
+def cmd_fl_run(args) -> int:
+    """Checks first (nothing starts on bad input), then Flower's local SuperLink simulation."""
+    from fedticket.deploy.simulation import run_fl_superlink
+    from fedticket.fl.run import preflight, report
+
+    cfg, out = preflight(args)
+    summary = run_fl_superlink(cfg, out, quiet=bool(args.quiet))
+    if not args.quiet:
+        report(cfg, summary, out)
+    return 0
+
+
 def cmd_deploy(args) -> int:
     from fedticket import deploy
 
@@ -340,9 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "mask" and args.mask_command == "info":
             return cmd_mask_info(args)
         if args.command == "fl" and args.fl_command == "run":
-            from fedticket.fl.run import main as fl_main
-
-            return int(fl_main(args) or 0)
+            return cmd_fl_run(args)
         if args.command == "graph" and args.graph_command == "run":
             from graph.run import main as graph_main
 
@@ -355,8 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line, whatever the message holds (a quoted file line, a Flower message)
         print("fedticket: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedticket: interrupted", file=sys.stderr)
+    except RunError as e:
+        print("fedticket: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"fedticket: interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
 
 

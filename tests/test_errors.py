@@ -32,10 +32,10 @@ def tripwires(monkeypatch):
         raise WorkStarted("bad input reached the work")
 
     import fedticket.core
-    import fedticket.fl.run
+    import fedticket.deploy.simulation
     import graph.run
 
-    monkeypatch.setattr(fedticket.fl.run, "run_fl", trip)
+    monkeypatch.setattr(fedticket.deploy.simulation, "run_fl_superlink", trip)
     monkeypatch.setattr(graph.run, "load_planetoid", trip)
     monkeypatch.setattr(fedticket.core, "prune", trip)
 

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from fedticket.deploy.addresses import (
     BIND_ALL,
@@ -155,3 +155,16 @@ def flwr_json(stdout: str) -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"flwr printed {type(obj).__name__}, not a JSON object")
     return obj
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))  # a TOML basic string
+
+
+def run_config_arg(cfg: Mapping[str, Any]) -> str:
+    """``{"rounds": 3, "data.root": "/d"}`` -> ``rounds=3 data.root="/d"`` for ``--run-config``."""
+    return " ".join(f"{k}={toml_value(v)}" for k, v in cfg.items())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,30 +23,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fedticket.deploy import pki
-from fedticket.deploy.commands import flwr_json, superlink_command, supernode_command
+from fedticket.deploy.commands import (
+    flwr_json,
+    run_config_arg,
+    superlink_command,
+    supernode_command,
+)
 from fedticket.deploy.flwrconf import write_connection
 from fedticket.deploy.poll import poll_until
+from fedticket.deploy.procs import free_port, kill_tree, tree
 
 CONNECTION = "fedticket-local"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))  # a TOML basic string
-
-
-def run_config_arg(cfg: Mapping[str, Any]) -> str:
-    """``{"rounds": 3, "data.root": "/d"}`` -> ``rounds=3 data.root="/d"`` for ``--run-config``."""
-    return " ".join(f"{k}={toml_value(v)}" for k, v in cfg.items())
 
 
 @dataclass
@@ -67,35 +53,6 @@ class Proc:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _tree(pid: int) -> list:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def kill_tree(pid: int, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
-    """Signal a process and all its descendants; SIGKILL whatever outlives ``wait`` seconds."""
-    import psutil
-
-    procs = _tree(pid)
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=wait)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=wait)
 
 
 class LocalFederation:
@@ -284,7 +241,7 @@ class LocalFederation:
         if self.superlink is None:
             return []
         out = []
-        for p in _tree(self.superlink.pid):
+        for p in tree(self.superlink.pid):
             try:
                 if "flwr-serverapp" in " ".join(p.cmdline()):
                     out.append(p.pid)
@@ -315,7 +272,7 @@ class LocalFederation:
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
-            if proc.alive() or _tree(proc.pid):
+            if proc.alive() or tree(proc.pid):
                 kill_tree(proc.pid, signal.SIGTERM, wait=5)
             try:
                 proc.popen.wait(timeout=5)
