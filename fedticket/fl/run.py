@@ -113,15 +113,14 @@ def preflight(args) -> tuple[FLConfig, Path]:
         raise UserError("--overwrite replaces the results in --out, server.resume=true continues "
                         "them; choose one")
     checkpointed = (out / CHECKPOINT).exists()
-    # a path that cannot hold results, results of another run (rerunning into a folder without
-    # a checkpoint would replace them), a mismatched resume: all refused here
-    check_output_dir(out, overwrite=overwrite, resume=cfg.server.resume and checkpointed,
-                     hint=("to continue it pass --set server.resume=true; " if checkpointed
-                           else ""))
+    if checkpointed and not overwrite:
+        # without server.resume=true: refused, naming it; with it: the config must match
+        load_checkpoint(cfg, RunDir(out))
+    # a path that cannot hold results, or results without a checkpoint (server.checkpoint=
+    # false): a rerun would replace them
+    check_output_dir(out, overwrite=overwrite, resume=cfg.server.resume and checkpointed)
     if overwrite:
         clear_results(out, FL_RESULT_FILES)
-    elif checkpointed:
-        load_checkpoint(cfg, RunDir(out))
     return cfg, out.resolve()
 
 
