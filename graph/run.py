@@ -117,7 +117,7 @@ def plot(rundir: RunDir, summary: dict) -> list[Path]:
 
 def _default_out(cfg: GraphConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.out_root) / f"{cfg.name}-{stamp}"
+    return Path(cfg.output_dir) if cfg.output_dir else Path("runs/graph") / f"{cfg.name}-{stamp}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -133,9 +133,9 @@ def main(args: argparse.Namespace) -> int:
     # before any data or training: a rerun of the same config may continue in place
     check_output_dir(out, overwrite=bool(getattr(args, "overwrite", False)),
                      resume=lambda d: same_config(d, to_dict(cfg)))
-    root = resolve_data_root(getattr(args, "data_root", None), cfg.data_root or None)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    root = resolve_data_root(getattr(args, "data_root", None), cfg.data.root)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     data = load_planetoid(cfg.dataset, root, cfg.normalize_features)  # UserError before training
     say(describe(data))
     x = maybe_sparse(data.x)

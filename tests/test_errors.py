@@ -107,6 +107,11 @@ def test_config_path_that_is_no_file(capsys, tmp_path, side):
     ("graph", "train.epochs=0", r"train.epochs must be >= 1"),
     ("graph", "methods=[teddy, teddy]", r"lists a method twice"),
     ("graph", "bogus=1", r"unknown config key 'bogus'"),
+    # one name per concept on both sides: an old name says the new one
+    ("graph", "data_root=/d", r"'data_root' was replaced: renamed data.root"),
+    ("graph", "num_threads=1", r"'num_threads' was replaced: renamed torch_threads"),
+    ("graph", "out_root=runs", r"'out_root' was replaced: replaced by output_dir"),
+    ("graph", "torch_threads=0", r"torch_threads must be >= 1 or null, got 0"),
 ])
 def test_bad_override(capsys, tmp_path, data_root, side, override, match):
     cfg = FL_CFG if side == "fl" else GRAPH_CFG
