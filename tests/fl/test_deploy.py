@@ -414,3 +414,22 @@ def test_flwr_json_skips_banners_and_refuses_non_objects():
     for bad in ("no json here", "[1, 2]", "{broken"):
         with pytest.raises(ValueError):
             deploy.flwr_json(bad)
+
+
+# ---- `fedticket fl run`'s app for the local SuperLink --------------------------------------------
+def test_generated_app_config_is_the_validated_config():
+    from flwr.common.config import flatten_dict
+
+    from fedticket.deploy.simulation import app_pyproject, federation_config
+    from fedticket.fl.config import config_from_run_config, load_fl_config
+
+    cfg = load_fl_config(None, ["method=fedpm", "train.max_steps=3", "data.root=/d/a \"b\"",
+                                "sim.cpus_per_client=0.5", "sim.num_cpus=4"])
+    toml = tomllib.loads(app_pyproject(cfg))
+    assert toml["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "fedticket.fl.server_app:app", "clientapp": "fedticket.fl.client_app:app"}
+    assert config_from_run_config(flatten_dict(toml["tool"]["flwr"]["app"]["config"])) == cfg
+    # Flower takes whole CPUs per client: half a CPU each out of 4 = 8 actors of 1 out of 8
+    fed = dict(kv.split("=", 1) for kv in federation_config(cfg).split())
+    assert fed["num-supernodes"] == str(cfg.num_clients)
+    assert (fed["client-resources-num-cpus"], fed["init-args-num-cpus"]) == ("1", "8")
