@@ -2,7 +2,9 @@
 
 The only module that knows both sides: ``fl`` and ``graph`` are imported lazily, per subcommand,
 so ``fedticket prune`` never pays for Flower or PyG imports. Bad input ends in one line on stderr
-(``fedticket: error: ...``) and exit code 2, never a traceback.
+(``fedticket: error: ...``) and exit code 2, never a traceback, before any work starts (output
+paths included); a run that fails after it started ends in one line and exit code 1; Ctrl-C
+in exit code 130 with a line saying what was kept.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,11 +209,16 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     out = Path(out_dir).resolve()
     cfg.output_dir = str(out)
     rounds_csv, server_log = out / "rounds.csv", out / "server.log"
-    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM (a scheduler, `kill`) must stop the SuperLink too, not orphan it
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     sim, bar = None, None
     try:
         sim = LocalSimulation()
         sim.start()
+        submitted = time.time() - 1.0  # file times may be coarse
         run_id = sim.submit(cfg)
         if not quiet:
             from tqdm.auto import tqdm
@@ -233,8 +239,13 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
             bar.update(max(0, _completed_rounds(rounds_csv) - bar.n))
             bar.close()
             bar = None
-        status = poll_until(lambda: (s if (s := sim.status(run_id)).startswith("finished")
-                                     else None), 60.0, interval=1.0, what=f"run {run_id}'s end")
+        summary = out / "summary.json"
+        if summary.exists() and summary.stat().st_mtime >= submitted:
+            status = "finished:completed"  # the ServerApp's last act: no `flwr ls` start-up
+        else:
+            status = poll_until(lambda: (s if (s := sim.status(run_id)).startswith("finished")
+                                         else None), 60.0, interval=1.0,
+                                what=f"run {run_id}'s end")
         if status != "finished:completed":
             log_text = run_log.read_text(errors="replace") or sim.run_log(run_id)
             out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +272,8 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
             hint = f"no round was checkpointed in {out}"
         raise RunInterrupted(hint) from None
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
         if bar is not None:
             bar.close()
         if sim is not None:
