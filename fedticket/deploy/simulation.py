@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -209,8 +210,6 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     out = Path(out_dir).resolve()
     cfg.output_dir = str(out)
     rounds_csv, server_log = out / "rounds.csv", out / "server.log"
-    import threading
-
     main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM (a scheduler, `kill`) must stop the SuperLink too, not orphan it
     old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None

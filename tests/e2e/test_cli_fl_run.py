@@ -75,10 +75,12 @@ def test_ctrl_c_stops_everything_keeps_the_checkpoint_and_says_how_to_resume(tmp
     proc = subprocess.Popen(_cli(out, "rounds=50"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                             start_new_session=True)  # its own group: the "terminal" we signal
+    started: list = []
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "rounds.csv").exists() and any(
+            # round 1's row is written just before its checkpoint: wait for both
+            if (out / "checkpoint.safetensors").exists() and any(
                     r["round"] not in ("", "0") for r in _rows(out / "rounds.csv")):
                 break
             time.sleep(0.5)
@@ -90,9 +92,18 @@ def test_ctrl_c_stops_everything_keeps_the_checkpoint_and_says_how_to_resume(tmp
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0
-    finally:
+    finally:  # on a failed assertion too: nothing of the run may outlive the test
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for p in started:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
     assert proc.returncode == 130, err[-3000:]
     assert took < 10, f"Ctrl-C took {took:.1f} s"
     left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
