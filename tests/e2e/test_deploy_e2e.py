@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from fedticket.fl import checkpoint
 from fedticket.deploy.localfed import LocalFederation
+from fedticket.fl import checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
