@@ -191,7 +191,9 @@ class LocalSimulation:
             extra = tree(self.log_proc.pid)
         kill_procs(extra, wait=5)
         if self.proc is not None:
-            kill_session_tree(self.proc.pid)
+            # flower-superlink outlives a SIGTERM by 10 s and more while a run is active;
+            # nothing is lost by a SIGKILL after 2 s (checkpoints are written atomically)
+            kill_session_tree(self.proc.pid, wait=2.0)
             try:
                 self.proc.wait(timeout=5)
             except (subprocess.TimeoutExpired, psutil.Error):

@@ -105,6 +105,7 @@ def test_ctrl_c_stops_everything_keeps_the_checkpoint_and_says_how_to_resume(tmp
             except psutil.Error:
                 pass
     assert proc.returncode == 130, err[-3000:]
+    print(f"Ctrl-C to exit: {took:.1f} s")
     assert took < 10, f"Ctrl-C took {took:.1f} s"
     left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [" ".join(p.cmdline())[:120] for p in left]
