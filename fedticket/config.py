@@ -232,6 +232,8 @@ def _coerce(value: Any, tp, key: str):
         raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN passes no comparison a validate() makes: never a setting
+                raise ConfigError(f"config key '{key}' must be a number, got nan")
             return float(value)
         raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
     if tp is str:

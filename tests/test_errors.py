@@ -112,6 +112,8 @@ def test_config_path_that_is_no_file(capsys, tmp_path, side):
     ("graph", "num_threads=1", r"'num_threads' was replaced: renamed torch_threads"),
     ("graph", "out_root=runs", r"'out_root' was replaced: replaced by output_dir"),
     ("graph", "torch_threads=0", r"torch_threads must be >= 1 or null, got 0"),
+    ("graph", "teddy.temperature=.nan", r"'teddy.temperature' must be a number, got nan"),
+    ("fl", "server.train_timeout=.nan", r"'server.train_timeout' must be a number, got nan"),
 ])
 def test_bad_override(capsys, tmp_path, data_root, side, override, match):
     cfg = FL_CFG if side == "fl" else GRAPH_CFG

@@ -92,7 +92,7 @@ def test_ranges_and_result_keys_live_in_field_metadata():
         res: Inner = section(Inner, "resources", results=False)
 
     for sets, msg in [(["rate=1"], "rate must be in (0, 1), got 1.0"),
-                      (["rate=.nan"], "rate must be in (0, 1), got nan"),
+                      (["rate=.nan"], "'rate' must be a number, got nan"),
                       (["limit=0"], "limit must be >= 1 or null, got 0"),
                       (["inner.steps=0"], "inner.steps must be >= 1, got 0")]:
         with pytest.raises(ConfigError) as e:
