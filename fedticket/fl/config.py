@@ -224,7 +224,12 @@ def load_fl_config(path=None, overrides=(), base: Mapping[str, Any] | None = Non
 
 
 def config_to_json(cfg: FLConfig) -> str:
-    return json.dumps(to_dict(cfg), sort_keys=True)
+    """The config as the setup message carries it to clients. The results folder is the
+    server's business: clients never see a server path, and the setup bytes do not depend on
+    where the results go (``fedticket fl run --out`` and ``output_dir`` count the same)."""
+    d = to_dict(cfg)
+    d["output_dir"] = None
+    return json.dumps(d, sort_keys=True)
 
 
 def config_from_json(text: str) -> FLConfig:
