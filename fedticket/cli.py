@@ -2,7 +2,9 @@
 
 The only module that knows both sides: ``fl`` and ``graph`` are imported lazily, per subcommand,
 so ``fedticket prune`` never pays for Flower or PyG imports. Bad input ends in one line on stderr
-(``fedticket: error: ...``) and exit code 2, never a traceback.
+(``fedticket: error: ...``) and exit code 2, never a traceback, before any work starts (output
+paths included); a run that fails after it started ends in one line and exit code 1; Ctrl-C
+in exit code 130 with a line saying what was kept.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from fedticket.errors import UserError
+from fedticket.errors import RunError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +43,25 @@ def _density(text: str) -> float:
     return d
 
 
+def _int_at_least(low: int, what: str = ""):
+    """An argparse type: an integer >= ``low``; anything else is refused, never replaced."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}{what}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages
+    return parse
+
+
+_POSITIVE = _int_at_least(1)
+_NONNEG = _int_at_least(0)
+_PORT = _int_at_least(1, " (a TCP port, 1..65535)")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, help="YAML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -48,6 +69,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results folder (default: runs/<name>-<time>)")
     p.add_argument("--data-root", default=None, help="data folder (default: config, $FEDTICKET_DATA, ./data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,19 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nm", default=None, metavar="N:M",
                    help="N:M mask: keep N of every M consecutive weights along each output row")
     p.add_argument("--scope", choices=("global", "layer"), default="global")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_NONNEG, default=0)
     p.add_argument("--input-shape", type=_shape, default=None,
                    help="C,H,W (default: the dataset's, else 3,32,32)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--num-classes", type=_POSITIVE, default=None,
+                   help="model outputs (default: the dataset's, else 10)")
+    p.add_argument("--iterations", type=_POSITIVE, default=None,
                    help="pruning iterations (default: 100 for synflow, 1 otherwise)")
     p.add_argument("--double", action="store_true", help="score in float64 (SynFlow on deep nets)")
     p.add_argument("--dataset", default=None, help="data for snip/grasp: fashion-mnist, mnist, cifar10")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-batches", type=int, default=1)
+    p.add_argument("--batch-size", type=_POSITIVE, default=256)
+    p.add_argument("--num-batches", type=_POSITIVE, default=1)
     p.add_argument("--base-mask", default=None, help="continue pruning from this mask file")
     p.add_argument("--out", default=None, help="save the mask here (.safetensors)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -89,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("file")
     pi.add_argument("--model", choices=MODEL_NAMES, default=None)
     pi.add_argument("--input-shape", type=_shape, default=(3, 32, 32))
-    pi.add_argument("--num-classes", type=int, default=10)
+    pi.add_argument("--num-classes", type=_POSITIVE, default=10)
     pi.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fl", help="federated sign-supermask tickets on Flower")
@@ -118,7 +143,7 @@ def _add_deploy_parser(sub) -> None:
     d.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.crt, server.key")
     d.add_argument("--host", action="append", required=True, metavar="H",
                    help="IP or DNS name the SuperNodes and flwr dial (repeatable)")
-    d.add_argument("--days", type=int, default=365, help="validity (default: 365)")
+    d.add_argument("--days", type=_POSITIVE, default=365, help="validity (default: 365)")
     d.add_argument("--force", action="store_true", help="replace existing files")
 
     d = dsub.add_parser("keys", help="make SuperNode authentication key pairs")
@@ -136,7 +161,7 @@ def _add_deploy_parser(sub) -> None:
     d = dsub.add_parser("superlink", help="start flower-superlink (TLS, SuperNode auth)")
     d.add_argument("--certs", default=None, help="folder made by `fedticket deploy certs`")
     d.add_argument("--database", required=True, help="state file (survives a restart)")
-    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--port", type=_PORT, default=8000)
     d.add_argument("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
     d.add_argument("--no-auth", action="store_true", help="admit unregistered SuperNodes")
     d.add_argument("--insecure", action="store_true", help="no TLS (needs --no-auth)")
@@ -144,11 +169,11 @@ def _add_deploy_parser(sub) -> None:
 
     d = dsub.add_parser("supernode", help="start flower-supernode for one data partition")
     d.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
-    d.add_argument("--partition-id", type=int, required=True)
-    d.add_argument("--num-partitions", type=int, required=True)
+    d.add_argument("--partition-id", type=_NONNEG, required=True)
+    d.add_argument("--num-partitions", type=_POSITIVE, required=True)
     d.add_argument("--root-certificates", default=None, metavar="CA", help="ca.crt (TLS)")
     d.add_argument("--key", default=None, help="this SuperNode's private key (deploy keys)")
-    d.add_argument("--port", type=int, default=9094, help="ClientAppIo port, one per SuperNode")
+    d.add_argument("--port", type=_PORT, default=9094, help="ClientAppIo port, one per SuperNode")
     d.add_argument("--data-root", default=None, help="this device's data folder")
     d.add_argument("--state-dir", default=None, help="local client state, for resumable runs")
     d.add_argument("--insecure", action="store_true", help="no TLS (trusted lab network only)")
@@ -156,14 +181,16 @@ def _add_deploy_parser(sub) -> None:
 
     d = dsub.add_parser("local", help="try a whole deployment on this machine: SuperLink + "
                         "SuperNodes on 127.0.0.1 (TLS, auth), flwr run, then stop them all")
-    d.add_argument("--nodes", type=int, default=3, help="SuperNodes, one partition each (default 3)")
-    d.add_argument("--rounds", type=int, default=5)
+    d.add_argument("--nodes", type=_POSITIVE, default=3, help="SuperNodes, one partition each (default 3)")
+    d.add_argument("--rounds", type=_POSITIVE, default=5)
     d.add_argument("--out", default=None, help="folder for the federation's files and the "
                    "results (default: runs/deploy-local-<time>)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config key (repeatable), e.g. --set method=fedavg")
     d.add_argument("--data-root", default=None, help="data folder (default: $FEDTICKET_DATA, ./data)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out/results (default: refuse)")
 
 
 def _mask_json(mask, method: str | None, density_target: float | None) -> dict:
@@ -173,8 +200,18 @@ def _mask_json(mask, method: str | None, density_target: float | None) -> dict:
 
 def cmd_prune(args) -> int:
     from fedticket.core import Mask, prune
+    from fedticket.core.nm import parse_nm
     from fedticket.models import build_model
+    from fedticket.results import check_output_file
 
+    try:
+        nm = parse_nm(args.nm) if args.nm else None
+    except ValueError as e:
+        raise UserError(f"--nm: {e}") from None
+    if nm is None and args.density is None:
+        raise UserError("--density is required (or give --nm N:M, whose density is N/M)")
+    if args.out:  # before any work: no half-written file, no .tmp left behind
+        check_output_file(args.out, force=args.force)
     shape, classes, loader = args.input_shape, args.num_classes, None
     if args.method in ("snip", "grasp"):
         if not args.dataset:
@@ -188,24 +225,14 @@ def cmd_prune(args) -> int:
         if shape is not None and tuple(shape) != input_shape(name):
             raise UserError(f"--input-shape {shape} does not match {args.dataset} "
                             f"{input_shape(name)}; drop --input-shape")
-        shape, classes = input_shape(name), classes or NUM_CLASSES
+        shape, classes = input_shape(name), NUM_CLASSES if classes is None else classes
         ds = load_vision_dataset(name, args.data_root, train=True)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(args.seed))
     elif args.dataset:
         raise UserError(f"--dataset is only used by snip/grasp; {args.method} does not look at data")
     shape = shape or (3, 32, 32)
-    classes = classes or 10
-    from fedticket.core.nm import parse_nm
-
-    try:
-        nm = parse_nm(args.nm) if args.nm else None
-    except ValueError as e:
-        raise UserError(f"--nm: {e}") from None
-    if nm is None and args.density is None:
-        raise UserError("--density is required (or give --nm N:M, whose density is N/M)")
-    if args.iterations is not None and args.iterations < 1:
-        raise UserError(f"--iterations must be >= 1, got {args.iterations}")
+    classes = 10 if classes is None else classes
     try:
         model = build_model(args.model, shape, classes, seed=args.seed)
     except ValueError as e:
@@ -257,8 +284,20 @@ def cmd_mask_info(args) -> int:
     return 0
 
 
+def cmd_fl_run(args) -> int:
+    """Checks first (nothing starts on bad input), then Flower's local SuperLink simulation."""
+    from fedticket.deploy.simulation import run_fl_superlink
+    from fedticket.fl.run import preflight, report
+
+    cfg, out = preflight(args)
+    summary = run_fl_superlink(cfg, out, quiet=bool(args.quiet))
+    if not args.quiet:
+        report(cfg, summary, out)
+    return 0
+
+
 def cmd_deploy(args) -> int:
-    from fedticket.fl import deploy
+    from fedticket import deploy
 
     c = args.deploy_command
     if c == "certs":
@@ -307,10 +346,11 @@ def cmd_deploy(args) -> int:
     if c == "local":
         from datetime import datetime
 
-        from fedticket.fl.localfed import run_local
+        from fedticket.deploy.localfed import run_local
 
         out = args.out or f"runs/deploy-local-{datetime.now():%Y%m%d-%H%M%S}"
-        summary = run_local(args.nodes, args.rounds, out, args.set, args.data_root, args.quiet)
+        summary = run_local(args.nodes, args.rounds, out, args.set, args.data_root, args.quiet,
+                            overwrite=args.overwrite)
         print(f"{summary['method']}: final global accuracy {summary['final_global_accuracy']:.4f} "
               f"(from {summary['initial_global_accuracy']:.4f}) after {summary['rounds']} "
               f"rounds; uplink {summary['uplink_bytes_per_client_round']:.0f} bytes per client "
@@ -332,9 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "mask" and args.mask_command == "info":
             return cmd_mask_info(args)
         if args.command == "fl" and args.fl_command == "run":
-            from fedticket.fl.run import main as fl_main
-
-            return int(fl_main(args) or 0)
+            return cmd_fl_run(args)
         if args.command == "graph" and args.graph_command == "run":
             from graph.run import main as graph_main
 
@@ -348,10 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     except UserError as e:
-        print(f"fedticket: error: {e}", file=sys.stderr)
+        # one line, whatever the message holds (a quoted file line, a Flower message)
+        print("fedticket: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedticket: interrupted", file=sys.stderr)
+    except RunError as e:
+        print("fedticket: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"fedticket: interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
 
 

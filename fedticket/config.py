@@ -1,8 +1,12 @@
 """YAML configs with ``--set key=value`` overrides, validated against dataclass schemas.
 
-Each side declares its config as a dataclass (nested dataclasses become dotted keys) whose fields
-carry ``metadata={"help": ...}``. Loading checks every key and type before anything runs, so a typo
-fails in a second instead of after an hour of training.
+Each side declares its config as a dataclass (nested dataclasses become dotted keys) built with
+:func:`option` and :func:`section`, so everything about a key lives in its field's metadata:
+``help`` (the docs), a range (``gt``/``ge``/``lt``/``le``, checked here for every key) and
+``results`` (whether the key changes results: a resume must keep it, :func:`fingerprint`).
+Loading checks every key, type and range before anything runs, so a typo fails in a second
+instead of after an hour of training; a schema's ``validate()`` adds the cross-key rules, and
+its ``MOVED_KEYS`` names the new key of a renamed one.
 """
 
 from __future__ import annotations
@@ -12,13 +16,95 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
 import yaml
 
 from fedticket.errors import ConfigError
 
-__all__ = ["ConfigError", "load_config", "parse_overrides", "to_dict", "describe", "save_config"]
+__all__ = ["ConfigError", "load_config", "parse_overrides", "to_dict", "describe", "flatten",
+           "unflatten", "option", "section", "result_keys", "fingerprint"]
+
+_RANGE = ("gt", "ge", "lt", "le")
+
+
+def option(default, help: str, *, gt=None, ge=None, lt=None, le=None,  # noqa: A002
+           results: bool = True, **kw):
+    """A config key: its default, its help line, its range, whether it changes results.
+
+    ``results=False`` marks what may differ between a run and its resumption without changing
+    any number (rounds, paths, timeouts, resources). A new key changes results unless it says
+    otherwise: the safe side for resume.
+    """
+    meta: dict[str, Any] = {"help": help, "results": results}
+    meta.update({k: v for k, v in zip(_RANGE, (gt, ge, lt, le)) if v is not None})
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta,
+                                 **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def section(cls, help: str = "", *, results: bool = True):  # noqa: A002
+    """A nested config section; ``results=False`` covers all its keys."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help, "results": results})
+
+
+def _range_text(meta: Mapping[str, Any]) -> str | None:
+    lo = ("(", meta["gt"]) if "gt" in meta else ("[", meta["ge"]) if "ge" in meta else None
+    hi = (")", meta["lt"]) if "lt" in meta else ("]", meta["le"]) if "le" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo:
+        return f"{'>' if lo[0] == '(' else '>='} {lo[1]}"
+    if hi:
+        return f"{'<' if hi[0] == ')' else '<='} {hi[1]}"
+    return None
+
+
+def _in_range(v, meta: Mapping[str, Any]) -> bool:
+    # written so that NaN fails every bound
+    return all((k != "gt" or v > b) and (k != "ge" or v >= b) and (k != "lt" or v < b)
+               and (k != "le" or v <= b) for k, b in meta.items() if k in _RANGE)
+
+
+def _check_ranges(cfg, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            _check_ranges(v, prefix + f.name + ".")
+            continue
+        rng = _range_text(f.metadata)
+        if rng is None or v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not _in_range(v, f.metadata):
+            nullable = type(None) in get_args(hints[f.name])
+            raise ConfigError(f"{prefix}{f.name} must be {rng}{' or null' if nullable else ''}, "
+                              f"got {v}")
+
+
+def result_keys(schema, prefix: str = "") -> list[str]:
+    """The dotted keys of ``schema`` that change results (``results`` metadata, default True)."""
+    keys = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if not f.metadata.get("results", True):
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(result_keys(hints[f.name], prefix + f.name + "."))
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def fingerprint(cfg) -> str:
+    """Hash of the values of every result-changing key: equal fingerprints, comparable runs."""
+    import hashlib
+    import json
+
+    flat = flatten(to_dict(cfg))
+    text = json.dumps({k: flat[k] for k in result_keys(type(cfg))}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_overrides(overrides) -> dict:
@@ -41,6 +127,31 @@ def parse_overrides(overrides) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: '{p}' is set both as a value and as a section")
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": 2}`` -> ``{"a.b": 1, "c": 2}``: the one dotted-key view of a config."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``; hyphens read as underscores (Flower's TOML style)."""
+    out: dict = {}
+    for key, value in flat.items():
+        parts = str(key).replace("-", "_").split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}': '{p}' is set both as a value and as a section")
         node[parts[-1]] = value
     return out
 
@@ -121,6 +232,8 @@ def _coerce(value: Any, tp, key: str):
         raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN passes no comparison a validate() makes: never a setting
+                raise ConfigError(f"config key '{key}' must be a number, got nan")
             return float(value)
         raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
     if tp is str:
@@ -160,12 +273,25 @@ def load_config(schema, path: str | Path | None = None, overrides=(), base: dict
     data: dict = dict(base or {})
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; pass a YAML file with -c")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (pass an existing YAML file with -c)")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not a text file (not UTF-8); pass a YAML "
+                              "config, e.g. configs/fl/quickstart.yaml") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            # YAML's message spans lines (marks, carets): one line, the first problem named
+            what = " ".join(str(getattr(e, "problem", None) or e).split())
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {p} is not valid YAML{where}: {what}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of keys to values")
         data = _merge(data, loaded)
@@ -175,11 +301,13 @@ def load_config(schema, path: str | Path | None = None, overrides=(), base: dict
     return cfg
 
 
-def _validate_tree(cfg):
+def _validate_tree(cfg, ranges: bool = True):
+    if ranges:
+        _check_ranges(cfg)  # every key's own range first, then each section's cross-key rules
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
-            _validate_tree(v)
+            _validate_tree(v, ranges=False)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
@@ -187,10 +315,6 @@ def _validate_tree(cfg):
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe(schema, prefix: str = "") -> list[tuple[str, str, Any, str]]:
@@ -208,5 +332,7 @@ def describe(schema, prefix: str = "") -> list[tuple[str, str, Any, str]]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        rows.append((prefix + f.name, _type_name(tp), default, f.metadata.get("help", "")))
+        rng = _range_text(f.metadata)
+        rows.append((prefix + f.name, _type_name(tp) + (f", {rng}" if rng else ""), default,
+                     f.metadata.get("help", "")))
     return rows

@@ -1,4 +1,8 @@
-"""Vision datasets through torchvision: one place for files, downloads and the offline message.
+"""Where datasets live, and the vision datasets through torchvision: files, downloads, the
+offline message.
+
+The data root has one resolution rule for both sides (:func:`resolve_data_root`): explicit flag >
+config value > ``$FEDTICKET_DATA`` > ``./data``.
 
 Used by the federated side (partitions live in :mod:`fedticket.fl.dataset`) and by the CLI's
 data-dependent scorers (SNIP, GraSP). Images are kept as one ``uint8`` tensor per process
@@ -17,8 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedticket.data import ENV_VAR, resolve_data_root
 from fedticket.errors import UserError
+
+ENV_VAR = "FEDTICKET_DATA"
+
+
+def resolve_data_root(flag: str | os.PathLike | None = None,
+                      config: str | os.PathLike | None = None) -> Path:
+    """The data root: explicit flag > config value > ``$FEDTICKET_DATA`` > ``./data``."""
+    for candidate in (flag, config, os.environ.get(ENV_VAR)):
+        if candidate not in (None, ""):
+            return Path(candidate).expanduser()
+    return Path("data")
+
 
 log = logging.getLogger("fedticket.data")
 
@@ -66,7 +81,7 @@ def resolve_root(name: str, flag: str | os.PathLike | None = None,
     """Find (or download) ``name`` and return its absolute root; UserError says what to put where.
 
     The root is ``--data-root`` > config ``data.root`` > ``$FEDTICKET_DATA`` > ``./data``
-    (:func:`fedticket.data.resolve_data_root`); files already there are used in place (a read-only
+    (:func:`resolve_data_root`); files already there are used in place (a read-only
     folder is fine), otherwise torchvision downloads into it.
     """
     name = canonical_name(name)

@@ -7,3 +7,12 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config key is unknown, has the wrong type or an impossible value."""
+
+
+class RunError(Exception):
+    """A run that started and then failed (a Flower process, a crash): the CLI prints the one
+    line that says why and exits 1; the details are in the log file the message names."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a run; the message says what was kept and how to resume."""

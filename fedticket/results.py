@@ -7,9 +7,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
+
+from fedticket.errors import UserError
 
 
 def _jsonable(obj):
@@ -61,6 +63,93 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
         except OSError:
             pass
     return path
+
+
+# Files that mean "this folder holds computed results" (either side); config.yaml alone does not.
+RESULT_FILES = ("summary.json", "rounds.csv", "levels.csv", "checkpoint.safetensors")
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    """Probe with a real temp file (removed at once): permission bits say nothing for root,
+    and a read-only mount or a full disk shows only when writing."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fedticket-probe-")
+    except OSError as e:
+        raise UserError(f"{flag} {folder}: cannot write there ({e.strerror}); choose a writable "
+                        "folder") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
+                     resume: bool | Callable[[Path], bool] = False, flag: str = "--out",
+                     hint: str = "") -> Path:
+    """Refuse a results folder before any work starts (one :class:`UserError`); creates nothing.
+
+    Refused: a path that is a file (or lies under one), a folder that cannot be written, and a
+    folder that already holds results (:data:`RESULT_FILES`) unless ``overwrite`` or ``resume``.
+    ``resume`` is the caller's policy for continuing in place: a bool, or a function of the
+    folder (e.g. "its config.yaml is this run's config", see :func:`same_config`); the caller
+    then checks the folder's contents itself. ``hint`` is added to the refusal (how to continue).
+    """
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} is an existing file, not a folder; choose a folder")
+    base = _nearest_existing(out)
+    if not base.is_dir():
+        raise UserError(f"{flag} {out}: {base} is a file, so no folder can be made under it; "
+                        "choose another path")
+    _check_writable(base, flag)
+    if out.is_dir() and not overwrite:
+        found = [n for n in RESULT_FILES if (out / n).exists()]
+        if found and not (resume(out) if callable(resume) else resume):
+            raise UserError(f"{flag} {out} already holds results ({', '.join(found)}); {hint}"
+                            "choose another folder, or pass --overwrite to replace them")
+    return out
+
+
+def check_output_file(path: str | os.PathLike, *, force: bool = False,
+                      flag: str = "--out") -> Path:
+    """Refuse an output file path before any work starts: a folder, an unwritable place, or an
+    existing file without ``force``. Creates nothing."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise UserError(f"{flag} {out} is a folder; give a file name, e.g. {out / 'mask.safetensors'}")
+    if out.exists() and not force:
+        raise UserError(f"{flag} {out} already exists; choose another name, or pass --force to "
+                        "replace it")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {out}: folder {parent} does not exist; create it first")
+    _check_writable(parent, flag)
+    return out
+
+
+def same_config(folder: str | os.PathLike, cfg: Mapping[str, Any],
+                name: str = "config.yaml") -> bool:
+    """Does ``folder/config.yaml`` hold exactly ``cfg`` (as :meth:`RunDir.save_config` wrote it)?"""
+    f = Path(folder) / name
+    try:
+        return yaml.safe_load(f.read_text()) == _jsonable(dict(cfg))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+
+
+def clear_results(folder: str | os.PathLike, names: Sequence[str]) -> None:
+    """``--overwrite``: remove the named result files of an earlier run (nothing else)."""
+    for n in names:
+        for f in Path(folder).glob(n):
+            if f.is_file():
+                f.unlink()
 
 
 class RunDir:

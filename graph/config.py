@@ -125,16 +125,27 @@ class UGSConfig:
 
 
 @dataclass
+class DataConfig:
+    root: str | None = field(default=None, metadata=_h("folder holding Planetoid/<Name>/raw (else --data-root, $FEDTICKET_DATA, ./data); the FL side's data.root"))
+
+
+@dataclass
 class GraphConfig:
+    # one name per concept on both sides (fedticket.fl.config): the old names say where they went
+    MOVED_KEYS = {"data_root": "renamed data.root (as on the FL side): data: {root: DIR}",
+                  "num_threads": "renamed torch_threads (null = torch's default; was 0)",
+                  "out_root": "replaced by output_dir, the results folder itself (null = "
+                              "runs/graph/<name>-<time>)"}
+
     name: str = field(default="graph", metadata=_h("run name (results folder name when --out is not given)"))
     dataset: str = field(default="cora", metadata=_h("cora, citeseer or pubmed (PyG Planetoid, public split)"))
-    data_root: str = field(default="", metadata=_h("folder holding Planetoid/<Name>/raw (else --data-root, $FEDTICKET_DATA, ./data)"))
     normalize_features: bool = field(default=True, metadata=_h("row-normalise features (as the GCN/TEDDY code)"))
     methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_h("any of teddy, ugs, random; the dense model is always trained"))
     seeds: list[int] = field(default_factory=lambda: [0], metadata=_h("one full sweep per seed; summary reports mean ± std"))
-    num_threads: int = field(default=0, metadata=_h("torch CPU threads (0: torch default; 1 is fastest on a busy machine)"))
+    torch_threads: int | None = field(default=None, metadata={**_h("torch CPU threads (null: torch's default; 1 is fastest on a busy machine); the FL side's sim.torch_threads"), "ge": 1})
     save_masks: bool = field(default=True, metadata=_h("save each level's weight mask and edge mask (safetensors)"))
-    out_root: str = field(default="runs/graph", metadata=_h("parent folder of the results when --out is not given"))
+    output_dir: str | None = field(default=None, metadata=_h("results folder (--out overrides; null: runs/graph/<name>-<time>), as on the FL side"))
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -167,5 +178,3 @@ class GraphConfig:
             raise ConfigError("config key 'seeds' is empty; give at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"config key 'seeds' repeats a seed: {self.seeds}")
-        if self.num_threads < 0:
-            raise ConfigError(f"num_threads must be >= 0, got {self.num_threads}")

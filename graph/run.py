@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from fedticket.config import load_config, to_dict
-from fedticket.data import resolve_data_root
+from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
-from fedticket.results import RunDir, plot_lines
+from fedticket.results import RunDir, check_output_dir, plot_lines, same_config
 from graph.config import GraphConfig
 from graph.data import describe, load_planetoid
 from graph.features import maybe_sparse
@@ -117,7 +117,7 @@ def plot(rundir: RunDir, summary: dict) -> list[Path]:
 
 def _default_out(cfg: GraphConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.out_root) / f"{cfg.name}-{stamp}"
+    return Path(cfg.output_dir) if cfg.output_dir else Path("runs/graph") / f"{cfg.name}-{stamp}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -129,14 +129,17 @@ def main(args: argparse.Namespace) -> int:
     schedule = cfg.sweep.schedule()
     if not schedule:
         raise ConfigError("no levels selected; check sweep.levels / --levels")
-    root = resolve_data_root(getattr(args, "data_root", None), cfg.data_root or None)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
+    # before any data or training: a rerun of the same config may continue in place
+    check_output_dir(out, overwrite=bool(getattr(args, "overwrite", False)),
+                     resume=lambda d: same_config(d, to_dict(cfg)))
+    root = resolve_data_root(getattr(args, "data_root", None), cfg.data.root)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     data = load_planetoid(cfg.dataset, root, cfg.normalize_features)  # UserError before training
     say(describe(data))
     x = maybe_sparse(data.x)
 
-    out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
     rundir = RunDir(out)
     if rundir.file("levels.csv").exists():
         rundir.file("levels.csv").unlink()  # a rerun into the same folder starts a fresh table
@@ -191,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=None)
     p.add_argument("--data-root", dest="data_root", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
     return p
 
 

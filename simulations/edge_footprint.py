@@ -1,6 +1,6 @@
 """Edge footprint of a fedticket SuperNode: memory, time and bytes per client per round.
 
-Runs a real deployment on this machine (``fedticket.fl.localfed``: one SuperLink, N registered
+Runs a real deployment on this machine (``fedticket.deploy.localfed``: one SuperLink, N registered
 SuperNodes, TLS and SuperNode authentication on, 127.0.0.1) once per method, and measures what a
 device would pay:
 
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fedticket.fl.localfed import CONNECTION, LocalFederation  # noqa: E402
+from fedticket.deploy.localfed import CONNECTION, LocalFederation  # noqa: E402
 
 
 def _vmhwm(pid: int) -> int | None:

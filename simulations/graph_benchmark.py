@@ -63,7 +63,7 @@ def run_job(job: dict, out: Path, seeds: list[int], data_root: str | None, threa
             quiet: bool) -> dict:
     sets = [f"dataset={job['dataset']}", f"model.name={job['model']}",
             f"methods=[{','.join(job['methods'])}]", f"seeds=[{','.join(map(str, seeds))}]",
-            f"num_threads={threads}", "save_masks=false", f"name={job['name']}", *job["sets"]]
+            f"torch_threads={threads}", "save_masks=false", f"name={job['name']}", *job["sets"]]
     args = argparse.Namespace(config=str(ROOT / "configs/graph/quickstart.yaml"), set=sets,
                               out=str(out / job["name"]),
                               levels=",".join(map(str, job["levels"])), data_root=data_root,

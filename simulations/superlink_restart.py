@@ -24,7 +24,7 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--data-root", default=os.environ.get("FEDTICKET_DATA", str(REPO / "data")))
     a = p.parse_args()
-    from fedticket.fl.localfed import LocalFederation
+    from fedticket.deploy.localfed import LocalFederation
 
     work = Path(tempfile.mkdtemp(prefix="superlink-restart-"))
     names = [f"n{i}" for i in range(a.nodes)]

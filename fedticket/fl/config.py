@@ -8,12 +8,11 @@ One dataclass tree serves both entry points. ``fedticket fl run -c FILE --set k=
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from fedticket.config import load_config, to_dict
+from fedticket.config import describe, load_config, option, section, to_dict, unflatten
 from fedticket.errors import ConfigError
 
 METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask")
@@ -22,14 +21,8 @@ PARTITIONS = ("iid", "dirichlet", "shards", "pathological")
 MODEL_NAMES = ("lenet300", "conv4", "conv6", "vgg16", "resnet18")
 
 
-def _f(default, help: str, **kw):  # noqa: A002 - "help" reads best in the schema below
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-def _section(cls, help: str):
-    return field(default_factory=cls, metadata={"help": help})
+_f = option  # the schema below reads best with a short name
+_section = section
 
 
 @dataclass
@@ -38,39 +31,27 @@ class DataConfig:
         "fashionmnist", "Dataset (torchvision): fashionmnist, mnist or cifar10.")
     root: str | None = _f(
         None, "Data root. Order: --data-root flag > this key > $FEDTICKET_DATA > ./data. "
-              "torchvision layout, e.g. ROOT/FashionMNIST/raw/.")
-    download: bool = _f(True, "Try a torchvision download when the files are missing (needs internet).")
+              "torchvision layout, e.g. ROOT/FashionMNIST/raw/.", results=False)
+    download: bool = _f(True, "Try a torchvision download when the files are missing (needs internet).", results=False)
     partition: Literal["iid", "dirichlet", "shards", "pathological"] = _f(
         "iid", "flwr-datasets partitioner: iid (IidPartitioner), dirichlet (DirichletPartitioner "
                "over labels, see alpha), shards (ShardPartitioner, McMahan's sort-and-shard, see "
                "shards_per_client), pathological (PathologicalPartitioner, classes_per_client).")
-    alpha: float = _f(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skewed).")
+    alpha: float = _f(0.5, "Dirichlet concentration for partition=dirichlet (smaller = more skewed).", gt=0)
     min_partition_size: int = _f(
-        10, "partition=dirichlet: resample until every client has at least this many examples.")
-    shards_per_client: int = _f(2, "partition=shards: label-sorted shards per client.")
-    classes_per_client: int = _f(2, "partition=pathological: distinct classes per client.")
+        10, "partition=dirichlet: resample until every client has at least this many examples.", ge=1)
+    shards_per_client: int = _f(2, "partition=shards: label-sorted shards per client.", ge=1)
+    classes_per_client: int = _f(2, "partition=pathological: distinct classes per client.", ge=1)
     val_fraction: float = _f(
         0.2, "Fraction of each client's partition held out as its local validation split "
-             "(used for personalised accuracy).")
+             "(used for personalised accuracy).", gt=0, lt=1)
     train_subset: int | None = _f(
         None, "Use a seeded random subset of this many training examples before partitioning "
-              "(null = all). Keeps quick runs quick.")
+              "(null = all). Keeps quick runs quick.", ge=1)
     test_subset: int | None = _f(
         None, "Evaluate the global model on a seeded random subset of this many test examples "
-              "(null = the whole central test set).")
+              "(null = the whole central test set).", ge=1)
 
-    def validate(self) -> None:
-        if not self.alpha > 0:
-            raise ConfigError(f"data.alpha must be > 0, got {self.alpha}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
-        for key in ("shards_per_client", "classes_per_client", "min_partition_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("train_subset", "test_subset"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ConfigError(f"data.{key} must be >= 1 or null, got {v}")
 
 
 @dataclass
@@ -85,24 +66,21 @@ class ModelConfig:
         True, "Multiply each pruned layer's surviving weights by 1/sqrt(layer density) so a "
               "sparse random network keeps unit-scale activations (supermasks cannot rescale).")
     prune_iterations: int = _f(
-        100, "SynFlow iterations (exponential schedule) on the server at init; no data is used.")
+        100, "SynFlow iterations (exponential schedule) on the server at init; no data is used.", ge=1)
 
-    def validate(self) -> None:
-        if self.prune_iterations < 1:
-            raise ConfigError(f"model.prune_iterations must be >= 1, got {self.prune_iterations}")
 
 
 @dataclass
 class TrainConfig:
-    local_epochs: int = _f(1, "Local epochs per round on each sampled client.")
-    batch_size: int = _f(32, "Local mini-batch size.")
-    max_steps: int | None = _f(None, "Cap on local steps per round (null = full epochs).")
+    local_epochs: int = _f(1, "Local epochs per round on each sampled client.", ge=1)
+    batch_size: int = _f(32, "Local mini-batch size.", ge=1)
+    max_steps: int | None = _f(None, "Cap on local steps per round (null = full epochs).", ge=1)
     optimizer: Literal["sgd", "adam"] = _f("sgd", "Local optimizer (over scores for supermask "
                                                   "methods, over weights for fedavg*).")
-    lr: float = _f(0.1, "Learning rate of supermask scores (hidenseek, binary-mask, fedpm).")
-    weight_lr: float = _f(0.05, "Learning rate of weights for fedavg and fedavg-subnet.")
-    momentum: float = _f(0.9, "SGD momentum (ignored by adam).")
-    weight_decay: float = _f(0.0, "Weight decay (L2) on the trained tensors.")
+    lr: float = _f(0.1, "Learning rate of supermask scores (hidenseek, binary-mask, fedpm).", gt=0)
+    weight_lr: float = _f(0.05, "Learning rate of weights for fedavg and fedavg-subnet.", gt=0)
+    momentum: float = _f(0.9, "SGD momentum (ignored by adam).", ge=0, lt=1)
+    weight_decay: float = _f(0.0, "Weight decay (L2) on the trained tensors.", ge=0)
     score_init: Literal["kaiming", "uniform", "normal", "ones"] = _f(
         "kaiming", "Initial score magnitudes of a client's supermask (signs come from the global "
                    "mask): kaiming (U(±1/sqrt(fan_in))), uniform, normal or ones.")
@@ -111,60 +89,30 @@ class TrainConfig:
               "Context.state between rounds (false = redraw them from score_init every round; "
               "the signs/bits always come from the server).")
 
-    def validate(self) -> None:
-        if self.local_epochs < 1:
-            raise ConfigError(f"train.local_epochs must be >= 1, got {self.local_epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
-        for key in ("lr", "weight_lr"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"train.{key} must be > 0, got {getattr(self, key)}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
 class FedPMConfig:
     prior: float = _f(1.0, "Beta(prior, prior) prior, reset every round; the server's global "
-                           "probability is the posterior mode (prior=1: the mean of the samples).")
-    theta_init: float = _f(0.5, "Initial Bernoulli probability of every kept weight.")
-    clip: float = _f(0.01, "Global probabilities are clipped to [clip, 1-clip] so scores stay finite.")
+                           "probability is the posterior mode (prior=1: the mean of the samples).", gt=0)
+    theta_init: float = _f(0.5, "Initial Bernoulli probability of every kept weight.", gt=0, lt=1)
+    clip: float = _f(0.01, "Global probabilities are clipped to [clip, 1-clip] so scores stay finite.", gt=0, lt=0.5)
     eval_mask: Literal["sample", "threshold"] = _f(
         "sample", "Global evaluation mask: a seeded Bernoulli sample (FedPM) or theta > 0.5.")
 
-    def validate(self) -> None:
-        if not self.prior > 0:
-            raise ConfigError(f"fedpm.prior must be > 0, got {self.prior}")
-        if not 0 < self.theta_init < 1:
-            raise ConfigError(f"fedpm.theta_init must be in (0, 1), got {self.theta_init}")
-        if not 0 < self.clip < 0.5:
-            raise ConfigError(f"fedpm.clip must be in (0, 0.5), got {self.clip}")
 
 
 @dataclass
 class EvalConfig:
     personal_every: int = _f(1, "Personalised evaluation every N rounds (0 = never; the last "
-                                "round is always evaluated when > 0).")
+                                "round is always evaluated when > 0).", ge=0)
     personal_clients: int | None = _f(
-        None, "Clients evaluated for personalised accuracy (seeded sample; null = clients_per_round).")
+        None, "Clients evaluated for personalised accuracy (seeded sample; null = clients_per_round).", ge=1)
     personalize_steps: int = _f(
         0, "Local steps from the global mask on the client's train split before it is "
-           "evaluated on its held-out split (0 = the global mask as is).")
-    batch_size: int = _f(1000, "Evaluation batch size (server and clients).")
+           "evaluated on its held-out split (0 = the global mask as is).", ge=0)
+    batch_size: int = _f(1000, "Evaluation batch size (server and clients).", ge=1, results=False)
 
-    def validate(self) -> None:
-        if self.personal_every < 0:
-            raise ConfigError(f"eval.personal_every must be >= 0, got {self.personal_every}")
-        if self.personal_clients is not None and self.personal_clients < 1:
-            raise ConfigError(f"eval.personal_clients must be >= 1 or null, got {self.personal_clients}")
-        if self.personalize_steps < 0:
-            raise ConfigError(f"eval.personalize_steps must be >= 0, got {self.personalize_steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -173,19 +121,12 @@ class SimConfig:
                              "phase; see server.* in docs/fl.md)"}
 
     backend: Literal["ray"] = _f("ray", "Flower simulation backend (Ray).")
-    cpus_per_client: float = _f(1.0, "Ray CPUs per ClientApp actor; #actors = total CPUs / this.")
-    num_cpus: int | None = _f(None, "CPUs Ray may use (null = all of this machine's).")
+    cpus_per_client: float = _f(1.0, "Ray CPUs per ClientApp actor; #actors = total CPUs / this.", gt=0)
+    num_cpus: int | None = _f(None, "CPUs Ray may use (null = all of this machine's).", ge=1)
     torch_threads: int | None = _f(
         1, "torch threads per process (server and each ClientApp worker); 1 avoids "
-           "oversubscribing cores that Ray workers share (null = torch's default).")
+           "oversubscribing cores that Ray workers share (null = torch's default).", ge=1)
 
-    def validate(self) -> None:
-        if not self.cpus_per_client > 0:
-            raise ConfigError(f"sim.cpus_per_client must be > 0, got {self.cpus_per_client}")
-        if self.num_cpus is not None and self.num_cpus < 1:
-            raise ConfigError(f"sim.num_cpus must be >= 1 or null, got {self.num_cpus}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"sim.torch_threads must be >= 1 or null, got {self.torch_threads}")
 
 
 @dataclass
@@ -193,22 +134,22 @@ class ServerConfig:
     connect_timeout: float = _f(
         120.0, "Seconds the server waits at start for num_clients SuperNodes to connect and "
                "answer; after that it goes on with those present if there are at least "
-               "min_available_nodes. Also the longest wait before a round for min_available_nodes.")
+               "min_available_nodes. Also the longest wait before a round for min_available_nodes.", gt=0)
     query_timeout: float = _f(
         30.0, "Seconds to wait for discovery answers (which partition does a node hold?), also "
-              "when a node that failed a round is probed again before it is sampled.")
+              "when a node that failed a round is probed again before it is sampled.", gt=0)
     train_timeout: float = _f(
         600.0, "Seconds a training phase waits for replies; the round then aggregates the "
-               "replies that came and logs each missing node by id.")
+               "replies that came and logs each missing node by id.", gt=0)
     evaluate_timeout: float = _f(
-        120.0, "Seconds a personalised-evaluation phase waits for replies.")
+        120.0, "Seconds a personalised-evaluation phase waits for replies.", gt=0)
     min_available_nodes: int = _f(
         1, "A round starts only when at least this many nodes answer; the server waits up to "
            "connect_timeout for them, then stops with an error (the checkpoint keeps every "
-           "completed round: rerun with server.resume=true).")
+           "completed round: rerun with server.resume=true).", ge=1)
     min_train_replies: int = _f(
         1, "Valid training replies a round needs to change the global model; with fewer the "
-           "global model stays as it was (the round still counts and is logged).")
+           "global model stays as it was (the round still counts and is logged).", ge=1)
     checkpoint: bool = _f(
         True, "Write checkpoint.safetensors in the results folder after every completed round "
               "(atomic: seed, mask, global payload, round, metrics so far).")
@@ -222,13 +163,6 @@ class ServerConfig:
               "'state-dir' wins. null = Flower's Context.state only (lost when a run ends, so "
               "a resumed run restarts those magnitudes from train.score_init).")
 
-    def validate(self) -> None:
-        for key in ("connect_timeout", "query_timeout", "train_timeout", "evaluate_timeout"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"server.{key} must be > 0 seconds, got {getattr(self, key)}")
-        for key in ("min_available_nodes", "min_train_replies"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"server.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -242,30 +176,24 @@ class FLConfig:
                 "(ties keep the previous global bit); mean_score = ablation that uploads float32 "
                 "scores and averages them (weights = example counts).")
     seed: int = _f(0, "Seed of everything: weights, SynFlow, partitions, sampling, local training.")
-    rounds: int = _f(10, "Federated rounds.")
-    num_clients: int = _f(10, "Virtual clients (Flower SuperNodes), one data partition each.")
-    clients_per_round: int = _f(5, "Clients sampled per round (seeded).")
+    rounds: int = _f(10, "Federated rounds.", ge=1, results=False)
+    num_clients: int = _f(10, "Virtual clients (Flower SuperNodes), one data partition each.", ge=1)
+    clients_per_round: int = _f(5, "Clients sampled per round (seeded).", ge=1)
     density: float = _f(0.1, "Fraction of prunable weights SynFlow keeps (0 < density <= 1). "
-                             "fedavg ignores it (dense).")
-    output_dir: str | None = _f(None, "Results folder (--out overrides; null = runs/fl/<time>-<method>).")
+                             "fedavg ignores it (dense).", gt=0, le=1)
+    output_dir: str | None = _f(None, "Results folder (--out overrides; null = runs/fl/<time>-<method>).", results=False)
     model: ModelConfig = _section(ModelConfig, "Model and frozen-weight settings.")
     data: DataConfig = _section(DataConfig, "Dataset and partitioning.")
     train: TrainConfig = _section(TrainConfig, "Local training.")
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
     eval: EvalConfig = _section(EvalConfig, "Evaluation.")
-    sim: SimConfig = _section(SimConfig, "Flower simulation engine.")
+    sim: SimConfig = _section(SimConfig, "Flower simulation engine.", results=False)
     server: ServerConfig = _section(ServerConfig, "Server: per-phase timeouts, node counts, "
-                                                  "checkpoints and resume (both engines).")
+                                                  "checkpoints and resume (both engines).",
+                                    results=False)
 
     def validate(self) -> None:
-        if not 0.0 < self.density <= 1.0:
-            raise ConfigError(f"density must be in (0, 1], got {self.density} "
-                              "(density 0 would keep no weight at all)")
-        if self.rounds < 1:
-            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
-        if self.num_clients < 1:
-            raise ConfigError(f"num_clients must be >= 1, got {self.num_clients}")
-        if not 1 <= self.clients_per_round <= self.num_clients:
+        if self.clients_per_round > self.num_clients:
             raise ConfigError(
                 f"clients_per_round must be between 1 and num_clients={self.num_clients}, got "
                 f"{self.clients_per_round} (you cannot sample more clients than exist)")
@@ -296,23 +224,16 @@ def load_fl_config(path=None, overrides=(), base: Mapping[str, Any] | None = Non
 
 
 def config_to_json(cfg: FLConfig) -> str:
-    return json.dumps(to_dict(cfg), sort_keys=True)
+    """The config as the setup message carries it to clients. The results folder is the
+    server's business: clients never see a server path, and the setup bytes do not depend on
+    where the results go (``fedticket fl run --out`` and ``output_dir`` count the same)."""
+    d = to_dict(cfg)
+    d["output_dir"] = None
+    return json.dumps(d, sort_keys=True)
 
 
 def config_from_json(text: str) -> FLConfig:
     return load_config(FLConfig, None, (), base=json.loads(text))
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict:
-    """Flower's flat run config (``{"train.lr": 0.1}``) -> nested dict; hyphens read as underscores."""
-    out: dict = {}
-    for key, value in flat.items():
-        parts = str(key).replace("-", "_").split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
 
 
 def config_from_run_config(run_config: Mapping[str, Any]) -> FLConfig:
@@ -330,13 +251,6 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> FLConfig:
     return load_config(FLConfig, None, (), base=unflatten(flat))
 
 
-def describe_keys(cls=FLConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, help) for every key: the table in docs/fl.md is made from it."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if dataclasses.is_dataclass(default):
-            rows.extend(describe_keys(type(default), prefix + f.name + "."))
-        else:
-            rows.append((prefix + f.name, str(f.type), default, f.metadata.get("help", "")))
-    return rows
+def describe_keys(cls=FLConfig) -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type and range, default, help) of every key: docs/fl.md's table."""
+    return describe(cls)

@@ -1,8 +1,12 @@
-"""``fedticket fl run``: validate the config, find the data, run Flower's simulation engine.
+"""``fedticket fl run``: validate the config, find the data, check the results folder, run.
 
-Everything that can be wrong with the input (config keys, types, values, missing data) fails here,
-before Ray starts. The run itself goes through ``flwr.simulation.run_simulation`` with the Ray
-backend: one ClientApp per virtual SuperNode, the ServerApp in a thread of this process.
+Everything that can be wrong with the input (config keys, types, values, missing data, the
+results folder) fails in :func:`preflight`, before any Flower process starts. The CLI then runs
+the experiment on a private local SuperLink with Flower's simulation runtime
+(:mod:`fedticket.deploy.simulation`, the path ``flwr run`` takes). :func:`run_fl` is the
+in-process engine kept for tests and benchmarks that pass their own ClientApp or a round hook
+(which cannot cross a process boundary); it is the one place that calls
+``flwr.simulation.run_simulation``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from fedticket.fl.config import FLConfig, load_fl_config
 from fedticket.fl.dataset import resolve_root
 
 log = logging.getLogger("fedticket.fl")
+CHECKPOINT = "checkpoint.safetensors"
+# what a run writes into its results folder: --overwrite removes exactly these
+FL_RESULT_FILES = (CHECKPOINT, "rounds.csv", "summary.json", "config.yaml", "server.log",
+                   "flower.log", "*.png")
 
 
 def prepare(config_path=None, overrides=(), data_root=None, base=None) -> FLConfig:
@@ -88,9 +96,10 @@ def run_fl(cfg: FLConfig, out_dir: str | Path, quiet: bool = False, client_app=N
     return holder["summary"]
 
 
-def main(args) -> int:
-    """``fedticket fl run -c CFG [--set k=v ...] [--out DIR] [--data-root D] [--quiet]``."""
-    from fedticket.fl.server_app import default_output_dir
+def preflight(args) -> tuple[FLConfig, Path]:
+    """Config, data root and results folder of ``fedticket fl run``, all checked (or UserError)."""
+    from fedticket.fl.server_app import default_output_dir, load_checkpoint
+    from fedticket.results import RunDir, check_output_dir, clear_results
 
     cfg = prepare(getattr(args, "config", None), getattr(args, "set", None) or (),
                   getattr(args, "data_root", None))
@@ -99,32 +108,33 @@ def main(args) -> int:
                         "pass --out DIR (or set output_dir)")
     out = Path(args.out) if getattr(args, "out", None) else (
         Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
-    quiet = bool(getattr(args, "quiet", False))
-    from fedticket.fl.server_app import load_checkpoint
-    from fedticket.results import RunDir
+    overwrite = bool(getattr(args, "overwrite", False))
+    if overwrite and cfg.server.resume:
+        raise UserError("--overwrite replaces the results in --out, server.resume=true continues "
+                        "them; choose one")
+    checkpointed = (out / CHECKPOINT).exists()
+    if checkpointed and not overwrite:
+        # without server.resume=true: refused, naming it; with it: the config must match
+        load_checkpoint(cfg, RunDir(out))
+    # a path that cannot hold results, or results without a checkpoint (server.checkpoint=
+    # false): a rerun would replace them
+    check_output_dir(out, overwrite=overwrite, resume=cfg.server.resume and checkpointed)
+    if overwrite:
+        clear_results(out, FL_RESULT_FILES)
+    return cfg, out.resolve()
 
-    if (Path(out) / "checkpoint.safetensors").exists():
-        load_checkpoint(cfg, RunDir(out))  # refuse before Ray starts, not after
-    summary = run_fl(cfg, out, quiet=quiet)
-    if not quiet:
-        print(f"{cfg.method}: final global accuracy {summary['final_global_accuracy']:.4f} "
-              f"(from {summary['initial_global_accuracy']:.4f}) after {summary['rounds']} rounds; "
-              f"uplink {summary['uplink_bytes_per_client_round']:.0f} bytes per client per round; "
-              f"{summary['wall_seconds']:.1f} s")
-        print(f"results: {out}")
-    return 0
+
+def report(cfg: FLConfig, summary: dict, out: Path) -> None:
+    print(f"{cfg.method}: final global accuracy {summary['final_global_accuracy']:.4f} "
+          f"(from {summary['initial_global_accuracy']:.4f}) after {summary['rounds']} rounds; "
+          f"uplink {summary['uplink_bytes_per_client_round']:.0f} bytes per client per round; "
+          f"{summary['wall_seconds']:.1f} s")
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: python -m fedticket.fl.run -c CFG
-    import argparse
+    import sys
 
-    p = argparse.ArgumentParser(prog="python -m fedticket.fl.run")
-    p.add_argument("-c", "--config")
-    p.add_argument("--set", action="append", default=[])
-    p.add_argument("--out")
-    p.add_argument("--data-root")
-    p.add_argument("--quiet", action="store_true")
-    try:
-        raise SystemExit(main(p.parse_args()))
-    except UserError as e:
-        raise SystemExit(f"fedticket: error: {e}") from None
+    from fedticket.cli import main
+
+    sys.exit(main(["fl", "run", *sys.argv[1:]]))

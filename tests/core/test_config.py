@@ -71,3 +71,52 @@ def test_describe_lists_every_key_with_help():
     assert {"name", "density", "train.lr", "train.epochs", "levels"} <= set(rows)
     assert rows["train.lr"][3] == "learning rate"
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_ranges_and_result_keys_live_in_field_metadata():
+    from dataclasses import dataclass
+
+    from fedticket.config import fingerprint, option, result_keys, section
+
+    @dataclass
+    class Inner:
+        steps: int = option(3, "steps", ge=1)
+        workers: int = option(2, "workers", ge=1, results=False)
+
+    @dataclass
+    class Outer:
+        rate: float = option(0.5, "rate", gt=0, lt=1)
+        limit: int | None = option(None, "limit", ge=1)
+        path: str = option("", "where", results=False)
+        inner: Inner = section(Inner, "inner")
+        res: Inner = section(Inner, "resources", results=False)
+
+    for sets, msg in [(["rate=1"], "rate must be in (0, 1), got 1.0"),
+                      (["rate=.nan"], "'rate' must be a number, got nan"),
+                      (["limit=0"], "limit must be >= 1 or null, got 0"),
+                      (["inner.steps=0"], "inner.steps must be >= 1, got 0")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(Outer, None, sets)
+        assert msg in str(e.value)
+    assert load_config(Outer, None, ["limit=null"]).limit is None
+    assert result_keys(Outer) == ["rate", "limit", "inner.steps"]
+    a, b = load_config(Outer, None, []), load_config(Outer, None, ["path=x", "res.steps=9",
+                                                                  "inner.workers=7"])
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) != fingerprint(load_config(Outer, None, ["inner.steps=4"]))
+    rows = {r[0]: r[1] for r in describe(Outer)}
+    assert rows["rate"] == "float, in (0, 1)" and rows["inner.steps"] == "int, >= 1"
+
+
+def test_fl_fingerprint_from_the_schema_equals_the_checkpoint_one():
+    from fedticket.config import fingerprint, result_keys
+    from fedticket.fl import checkpoint
+    from fedticket.fl.config import FLConfig, load_fl_config
+
+    keys = set(result_keys(FLConfig))
+    assert "train.lr" in keys and "seed" in keys
+    assert not keys & {"rounds", "output_dir", "data.root", "data.download", "eval.batch_size",
+                       "server.resume", "sim.num_cpus"}
+    for sets in ([], ["method=fedavg", "rounds=3", "server.resume=true", "train.lr=0.01"]):
+        cfg = load_fl_config(None, sets)
+        assert fingerprint(cfg) == checkpoint.fingerprint(cfg)

@@ -20,9 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedticket import deploy
 from fedticket.cli import main
+from fedticket.deploy import commands
 from fedticket.errors import UserError
-from fedticket.fl import deploy
 
 try:
     import tomllib
@@ -360,7 +361,7 @@ def test_cli_print_commands(certs, node_key, tmp_path, capsys):
 
 def test_cli_execs_flower(certs, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(deploy.shutil, "which", lambda exe: f"/bin/{exe}")
+    monkeypatch.setattr(commands.shutil, "which", lambda exe: f"/bin/{exe}")
     monkeypatch.setattr(os, "execvp", lambda file, argv: calls.append((file, argv)))
     monkeypatch.delenv(deploy.NO_RUNTIME_INSTALL_ENV, raising=False)
     assert main(["deploy", "superlink", "--certs", str(certs), "--database",
@@ -388,8 +389,47 @@ def test_deploy_local_rejects_bad_input_before_starting_anything(tmp_path, capsy
     from fedticket.cli import main
 
     assert main(["deploy", "local", "--nodes", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "--nodes must be >= 1" in capsys.readouterr().err
+    assert "--nodes: must be >= 1" in capsys.readouterr().err
     assert main(["deploy", "local", "--set", "density=0", "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "density must be in (0, 1]" in err[0]
     assert not (tmp_path / "y" / "federation").exists()
+
+
+# ---- the one poll loop and the one flwr JSON reader ----------------------------------------------
+def test_poll_until_returns_the_first_truthy_value_and_times_out_naming_what():
+    from fedticket.deploy.poll import poll_until
+
+    calls = iter([None, 0, "", "ready", "later"])
+    assert poll_until(lambda: next(calls), timeout=5, interval=0.0) == "ready"
+    with pytest.raises(TimeoutError, match="nodes online"):
+        poll_until(lambda: False, timeout=0.05, interval=0.01, what="nodes online")
+    with pytest.raises(RuntimeError, match="died"):  # a check that raises aborts at once
+        poll_until(lambda: (_ for _ in ()).throw(RuntimeError("died")), timeout=5)
+
+
+def test_flwr_json_skips_banners_and_refuses_non_objects():
+    assert deploy.flwr_json('Loading project...\n{"success": true, "run-id": 7}\ntrailer') == \
+        {"success": True, "run-id": 7}
+    for bad in ("no json here", "[1, 2]", "{broken"):
+        with pytest.raises(ValueError):
+            deploy.flwr_json(bad)
+
+
+# ---- `fedticket fl run`'s app for the local SuperLink --------------------------------------------
+def test_generated_app_config_is_the_validated_config():
+    from flwr.common.config import flatten_dict
+
+    from fedticket.deploy.simulation import app_pyproject, federation_config
+    from fedticket.fl.config import config_from_run_config, load_fl_config
+
+    cfg = load_fl_config(None, ["method=fedpm", "train.max_steps=3", "data.root=/d/a \"b\"",
+                                "sim.cpus_per_client=0.5", "sim.num_cpus=4"])
+    toml = tomllib.loads(app_pyproject(cfg))
+    assert toml["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "fedticket.fl.server_app:app", "clientapp": "fedticket.fl.client_app:app"}
+    assert config_from_run_config(flatten_dict(toml["tool"]["flwr"]["app"]["config"])) == cfg
+    # Flower takes whole CPUs per client: half a CPU each out of 4 = 8 actors of 1 out of 8
+    fed = dict(kv.split("=", 1) for kv in federation_config(cfg).split())
+    assert fed["num-supernodes"] == str(cfg.num_clients)
+    assert (fed["client-resources-num-cpus"], fed["init-args-num-cpus"]) == ("1", "8")

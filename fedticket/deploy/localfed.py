@@ -16,35 +16,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from fedticket.fl import deploy
+from fedticket.deploy import pki
+from fedticket.deploy.commands import (
+    flwr_json,
+    run_config_arg,
+    superlink_command,
+    supernode_command,
+)
+from fedticket.deploy.flwrconf import write_connection
+from fedticket.deploy.poll import poll_until
+from fedticket.deploy.procs import free_port, kill_tree, tree
 
 CONNECTION = "fedticket-local"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))  # a TOML basic string
-
-
-def run_config_arg(cfg: Mapping[str, Any]) -> str:
-    """``{"rounds": 3, "data.root": "/d"}`` -> ``rounds=3 data.root="/d"`` for ``--run-config``."""
-    return " ".join(f"{k}={toml_value(v)}" for k, v in cfg.items())
 
 
 @dataclass
@@ -64,35 +53,6 @@ class Proc:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _tree(pid: int) -> list:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def kill_tree(pid: int, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
-    """Signal a process and all its descendants; SIGKILL whatever outlives ``wait`` seconds."""
-    import psutil
-
-    procs = _tree(pid)
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=wait)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=wait)
 
 
 class LocalFederation:
@@ -120,10 +80,10 @@ class LocalFederation:
         self.superlink: Proc | None = None
         self.node_ids: dict[str, int] = {}
         self._ports: set[int] = {self.port}
-        if not (self.certs / deploy.CA_CERT).exists():
-            deploy.make_certs(self.certs, [host, "localhost"])
-        deploy.write_connection(CONNECTION, f"{host}:{self.port}",
-                                root_certificates=self.certs / deploy.CA_CERT,
+        if not (self.certs / pki.CA_CERT).exists():
+            pki.make_certs(self.certs, [host, "localhost"])
+        write_connection(CONNECTION, f"{host}:{self.port}",
+                                root_certificates=self.certs / pki.CA_CERT,
                                 home=self.env["FLWR_HOME"])
 
     # ---- context manager: stop everything, whatever happened ---------------------------------
@@ -157,22 +117,26 @@ class LocalFederation:
         return res
 
     def start_superlink(self, timeout: float = 60.0) -> Proc:
-        cmd = deploy.superlink_command(self.certs, self.database, port=self.port, host=self.host)
+        cmd = superlink_command(self.certs, self.database, port=self.port, host=self.host)
         log = self.dir / "superlink.log"
         start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         proc = self._spawn("superlink", cmd, self.port)
         self.superlink = proc
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
+
+        def started() -> bool:
             if not proc.alive():
-                raise RuntimeError(f"the SuperLink exited ({proc.popen.returncode}):\n{proc.text()[-3000:]}")
-            if "Uvicorn running on" in proc.text()[start:]:
-                return proc
-            time.sleep(0.2)
-        raise TimeoutError(f"the SuperLink did not start in {timeout:g} s:\n{proc.text()[-3000:]}")
+                raise RuntimeError(f"the SuperLink exited ({proc.popen.returncode}):\n"
+                                   f"{proc.text()[-3000:]}")
+            return "Uvicorn running on" in proc.text()[start:]
+
+        try:
+            poll_until(started, timeout, interval=0.2, what="SuperLink start")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}:\n{proc.text()[-3000:]}") from None
+        return proc
 
     def make_key(self, name: str) -> Path:
-        priv, _pub = deploy.make_node_key(self.keys, name, force=True)
+        priv, _pub = pki.make_node_key(self.keys, name, force=True)
         return priv
 
     def register(self, name: str) -> int:
@@ -181,7 +145,7 @@ class LocalFederation:
             self.make_key(name)
         res = self.flwr("supernode", "register", str(self.keys / f"{name}.pub"), CONNECTION,
                         "--format", "json")
-        out = json.loads(res.stdout[res.stdout.index("{"):])
+        out = flwr_json(res.stdout)
         if not out.get("success"):
             raise RuntimeError(f"registering {name} failed: {res.stdout}")
         self.node_ids[name] = int(out["node-id"])
@@ -193,8 +157,8 @@ class LocalFederation:
         if not (self.keys / name).exists():
             self.make_key(name)
         port = free_port(self.host)
-        cmd = deploy.supernode_command(f"{self.host}:{self.port}", partition_id, num_partitions,
-                                       root_certificates=self.certs / deploy.CA_CERT,
+        cmd = supernode_command(f"{self.host}:{self.port}", partition_id, num_partitions,
+                                       root_certificates=self.certs / pki.CA_CERT,
                                        key=self.keys / name, port=port, data_root=self.data_root,
                                        state_dir=state_dir)
         proc = self._spawn(name, cmd, port)
@@ -210,7 +174,7 @@ class LocalFederation:
     def online_nodes(self) -> set[int]:
         res = self.flwr("supernode", "list", CONNECTION, "--format", "json", check=False)
         try:
-            data = json.loads(res.stdout[res.stdout.index("{"):])
+            data = flwr_json(res.stdout)
         except ValueError:
             return set()
         return {int(n["node-id"]) for n in data.get("nodes", [])
@@ -218,12 +182,8 @@ class LocalFederation:
 
     def wait_online(self, names, timeout: float = 90.0) -> None:
         want = {self.node_ids[n] for n in names}
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if want <= self.online_nodes():
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"SuperNodes {sorted(names)} not online after {timeout:g} s")
+        poll_until(lambda: want <= self.online_nodes(), timeout, interval=0.5,
+                   what=f"SuperNodes {sorted(names)} online")
 
     def wait_offline(self, name: str, timeout: float = 150.0) -> float:
         """Wait until the SuperLink no longer lists ``name`` online; returns the seconds waited.
@@ -232,17 +192,18 @@ class LocalFederation:
         2 x 30 s); a new process with the same key is refused activation until then.
         """
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.node_ids[name] not in self.online_nodes():
-                return time.monotonic() - t0
-            time.sleep(1.0)
-        raise TimeoutError(f"SuperNode {name} still online after {timeout:g} s")
+        poll_until(lambda: self.node_ids[name] not in self.online_nodes(), timeout,
+                   interval=1.0, what=f"SuperNode {name} offline")
+        return time.monotonic() - t0
 
     def run(self, run_config: Mapping[str, Any]) -> int:
         """``flwr run APP CONNECTION --run-config ...``; returns the run id."""
         res = self.flwr("run", str(self.app_dir), CONNECTION, "--run-config",
                         run_config_arg(run_config), "--format", "json")
-        out = json.loads(res.stdout[res.stdout.index("{"):])
+        try:
+            out = flwr_json(res.stdout)
+        except ValueError:
+            out = {}
         if not out.get("success", True) or "run-id" not in out:
             raise RuntimeError(f"flwr run failed: {res.stdout}{res.stderr}")
         return int(out["run-id"])
@@ -250,19 +211,16 @@ class LocalFederation:
     def run_status(self, run_id: int) -> str:
         res = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json", check=False)
         try:
-            data = json.loads(res.stdout[res.stdout.index("{"):])
-            return str(data["runs"][0]["status"])
+            return str(flwr_json(res.stdout)["runs"][0]["status"])
         except (ValueError, KeyError, IndexError):
             return "unknown"
 
     def wait_run(self, run_id: int, timeout: float) -> str:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
+        def finished() -> str | None:
             status = self.run_status(run_id)
-            if status.startswith("finished"):
-                return status
-            time.sleep(1.0)
-        raise TimeoutError(f"run {run_id} not finished after {timeout:g} s")
+            return status if status.startswith("finished") else None
+
+        return poll_until(finished, timeout, interval=1.0, what=f"run {run_id} finished")
 
     def logs(self, run_id: int) -> str:
         return self.flwr("log", str(run_id), CONNECTION, "--show", check=False).stdout
@@ -283,7 +241,7 @@ class LocalFederation:
         if self.superlink is None:
             return []
         out = []
-        for p in _tree(self.superlink.pid):
+        for p in tree(self.superlink.pid):
             try:
                 if "flwr-serverapp" in " ".join(p.cmdline()):
                     out.append(p.pid)
@@ -314,7 +272,7 @@ class LocalFederation:
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
-            if proc.alive() or _tree(proc.pid):
+            if proc.alive() or tree(proc.pid):
                 kill_tree(proc.pid, signal.SIGTERM, wait=5)
             try:
                 proc.popen.wait(timeout=5)
@@ -338,30 +296,26 @@ def project_dir() -> Path:
 
 
 def run_local(nodes: int, rounds: int, out: str | Path, overrides=(), data_root=None,
-              quiet: bool = False, timeout: float = 3600.0) -> dict:
+              quiet: bool = False, timeout: float = 3600.0, overwrite: bool = False) -> dict:
     """Steps 1-6 of docs/deploy.md on 127.0.0.1; returns summary.json's content."""
     import csv as _csv
 
-    from fedticket.config import parse_overrides
+    from fedticket.config import flatten, parse_overrides
     from fedticket.errors import UserError
-    from fedticket.fl.run import prepare
+    from fedticket.fl.run import FL_RESULT_FILES, prepare
+    from fedticket.results import check_output_dir, clear_results
 
     if nodes < 1:
         raise UserError(f"--nodes must be >= 1, got {nodes}")
     out = Path(out).resolve()
-    if (out / "results").exists() and any((out / "results").iterdir()):
-        raise UserError(f"{out / 'results'} is not empty; choose a new --out")
+    check_output_dir(out, overwrite=True)  # a file, unwritable: refused before anything starts
+    check_output_dir(out / "results", overwrite=overwrite)
+    if overwrite:
+        clear_results(out / "results", FL_RESULT_FILES)
     flat: dict[str, Any] = {"num_clients": nodes, "clients_per_round": nodes, "rounds": rounds,
                             "output_dir": str(out / "results")}
-
-    def _flatten(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                _flatten(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = "" if v is None else v
-
-    _flatten(parse_overrides(overrides))
+    # TOML has no null: the app's run config spells it "" (fedticket.fl.config reads it back)
+    flat.update({k: "" if v is None else v for k, v in flatten(parse_overrides(overrides)).items()})
     # validate everything (keys, values, data) here, before any process starts
     cfg = prepare(None, [f"{k}={'null' if v == '' else v}" for k, v in flat.items()],
                   data_root=data_root)
@@ -383,20 +337,24 @@ def run_local(nodes: int, rounds: int, out: str | Path, overrides=(), data_root=
             print(f"run {run_id}: SuperLink 127.0.0.1:{fed.port} (TLS, SuperNode auth), "
                   f"{nodes} SuperNodes; logs in {fed.dir}")
             bar = tqdm(total=rounds, desc=f"deploy {cfg.method}", unit="round")
-        t0, last_check, status = time.monotonic(), 0.0, "running"
         rounds_csv = out / "results" / "rounds.csv"
+        last_check = [0.0]
+
+        def finished() -> str | None:
+            if bar is not None and rounds_csv.exists():
+                with open(rounds_csv, newline="") as fh:
+                    done = sum(1 for r in _csv.DictReader(fh) if r["round"] != "0")
+                bar.update(done - bar.n)
+            if time.monotonic() - last_check[0] < 3.0:  # flwr ls costs a process start
+                return None
+            last_check[0] = time.monotonic()
+            status = fed.run_status(run_id)
+            return status if status.startswith("finished") else None
+
         try:
-            while time.monotonic() - t0 < timeout:
-                if bar is not None and rounds_csv.exists():
-                    with open(rounds_csv, newline="") as fh:
-                        done = sum(1 for r in _csv.DictReader(fh) if r["round"] != "0")
-                    bar.update(done - bar.n)
-                if time.monotonic() - last_check > 3.0:
-                    last_check = time.monotonic()
-                    status = fed.run_status(run_id)
-                    if status.startswith("finished"):
-                        break
-                time.sleep(0.5)
+            status = poll_until(finished, timeout, interval=0.5, what=f"run {run_id} finished")
+        except TimeoutError:
+            status = "running"
         finally:
             if bar is not None:
                 bar.close()
