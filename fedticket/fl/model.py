@@ -141,7 +141,3 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.train(was_training)
     return (correct / n if n else float("nan")), (loss / n if n else float("nan"))
 
-
-def float_state_names(model: nn.Module) -> list[str]:
-    """State entries that FedAvg averages: every floating-point parameter and buffer, in order."""
-    return [k for k, v in model.state_dict().items() if v.is_floating_point()]

@@ -64,7 +64,7 @@ def test_dead_node_is_logged_by_id_and_takes_part_again(tiny, caplog):
         s.start(grid, s.initial_arrays(), num_rounds=3, on_round_end=on_end)
     assert ends == [1, 2, 3]
     assert [s.history.rounds[r].accepted for r in (1, 2, 3)] == [4, 3, 4]
-    assert s.history.rounds[2].missing == [1]
+    assert s.history.rounds[2].missing == [1] and s.history.rounds[2].rejected == 0
     assert f"round 2: client 1 (node {victim}) sent no training reply" in caplog.text
     assert f"client 1 (node {victim}) answers again" in caplog.text
     # the restarted process lost its setup: round 3 sends it again, to that node only
@@ -81,6 +81,7 @@ def test_error_reply_is_a_missing_reply_with_its_reason(tiny, caplog):
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         s.start(grid, s.initial_arrays(), num_rounds=1)
     assert s.history.rounds[1].accepted == 3 and s.history.rounds[1].missing == [2]
+    assert s.history.rounds[1].rejected == 0     # rejected counts bad replies only
     assert "device lost power" in caplog.text
 
 
