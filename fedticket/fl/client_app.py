@@ -17,21 +17,27 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedticket.core import tensorfile
 from fedticket.core.mask import Mask
-from fedticket.fl import protocol, wire
+from fedticket.fl import protocol
+from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps what, re-exported)
+    STATE_LOCAL,
+    STATE_SETUP,
+    context_local_state,
+    evaluate_reply,
+    message_round,
+    query_reply,
+    setup_of,
+    train_reply,
+)
 from fedticket.fl.config import config_from_json
 from fedticket.fl.dataset import client_tensors
-from fedticket.fl.methods import make_method
-from fedticket.fl.model import build_ticket, evaluate
-from fedticket.fl.protocol import GLOBAL, METRICS, SETUP, UPDATE
+from fedticket.fl.model import build_ticket
 from fedticket.results import atomic_write_bytes
 
-STATE_SETUP = "fedticket.setup"
-STATE_LOCAL = "fedticket.local"
 STATE_FORMAT = "fedticket.client-state/1"
 
 app = ClientApp()
@@ -135,41 +141,25 @@ def _client_data(cfg, root: str, pid: int, context: Context):
 
 def _session(msg: Message, context: Context):
     """(cfg, ticket, partition id, data root, local state) for this node, storing a new setup."""
-    if SETUP in msg.content.array_records:
-        context.state[STATE_SETUP] = msg.content.array_records[SETUP]
-    if STATE_SETUP not in context.state.array_records:
-        raise RuntimeError("this client has no setup (config + mask); the server must send it "
-                           "with the client's first message")
-    setup = context.state.array_records[STATE_SETUP]
-    cfg, ticket = _ticket(*protocol.read_setup(setup))
+    cfg, ticket = _ticket(*setup_of(msg, context))
     if cfg.sim.torch_threads:
         torch.set_num_threads(cfg.sim.torch_threads)
     pid = int(context.node_config[protocol.PARTITION])
     # a real deployment may hold its data elsewhere: node_config "data-root" wins
     root = str(context.node_config.get("data-root", cfg.data.root))
-    local = None
-    if STATE_LOCAL in context.state.array_records:
-        local = wire.decode_floats_array(context.state.array_records[STATE_LOCAL]["scores"],
-                                         ticket.kept)
-    elif (store := _store(cfg, msg, context, pid)) is not None:
-        local = store.load_before(_round(msg))
+    local = context_local_state(context, ticket.kept)
+    if local is None and (store := _store(cfg, msg, context, pid)) is not None:
+        local = store.load_before(message_round(msg))
         if local is not None and local.numel() != ticket.kept:
             raise RuntimeError(f"local state in {store.dir} has {local.numel()} values, the "
                                f"ticket keeps {ticket.kept}; remove that folder")
     return cfg, ticket, pid, root, local
 
 
-def _round(msg: Message) -> int:
-    return int(msg.content.config_records[protocol.CONFIG][protocol.ROUND])
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Discovery: tell the server which data partition this node holds."""
-    metrics = MetricRecord({
-        protocol.PARTITION: int(context.node_config[protocol.PARTITION]),
-        protocol.NUM_PARTITIONS: int(context.node_config[protocol.NUM_PARTITIONS])})
-    return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+    return query_reply(msg, context)
 
 
 @app.train()
@@ -177,39 +167,20 @@ def train(msg: Message, context: Context) -> Message:
     """One local round: global payload in, local training, one wire payload out."""
     t0 = time.perf_counter()
     cfg, ticket, pid, root, local = _session(msg, context)
-    server_round = _round(msg)
-    learner = make_method(cfg, ticket).learner(pid, local)
-    learner.load_global(wire.get_array(msg.content, GLOBAL))
     x, y, _, _ = _client_data(cfg, root, pid, context)
-    t_train = time.perf_counter()
-    loss, steps = learner.train(x, y, server_round)
-    t_train = time.perf_counter() - t_train
-    update = learner.update(server_round)
-    state = learner.local_state()
-    if state is not None:
-        context.state[STATE_LOCAL] = ArrayRecord({"scores": wire.floats_array(state)})
-        if (store := _store(cfg, msg, context, pid)) is not None:
-            completed = int(msg.content.config_records[protocol.CONFIG].get(protocol.COMPLETED, 0))
-            store.save(server_round, state, completed)
-    metrics = MetricRecord({protocol.NUM_EXAMPLES: int(len(y)), protocol.ROUND: server_round,
-                            "train-loss": float(loss), "train-steps": int(steps),
-                            "train-seconds": t_train,  # local optimisation only
-                            "client-seconds": time.perf_counter() - t0})  # + setup, data, codec
-    return Message(RecordDict({UPDATE: wire.record(update), METRICS: metrics}), reply_to=msg)
+    store = _store(cfg, msg, context, pid)
+
+    def keep(server_round: int, state: torch.Tensor) -> None:
+        completed = int(msg.content.config_records[protocol.CONFIG].get(protocol.COMPLETED, 0))
+        store.save(server_round, state, completed)
+
+    return train_reply(msg, context, cfg, ticket, pid, x, y, local, t0,
+                       on_state=keep if store is not None else None)
 
 
 @app.evaluate()
 def evaluate_personal(msg: Message, context: Context) -> Message:
     """Personalised accuracy: global mask (+ optional local steps) on the held-out split."""
     cfg, ticket, pid, root, local = _session(msg, context)
-    server_round = _round(msg)
-    learner = make_method(cfg, ticket).learner(pid, local)
-    learner.load_global(wire.get_array(msg.content, GLOBAL))
     x, y, xv, yv = _client_data(cfg, root, pid, context)
-    if cfg.eval.personalize_steps > 0:
-        learner.train(x, y, server_round + 100_000, max_steps=cfg.eval.personalize_steps,
-                      epochs=max(1, cfg.eval.personalize_steps))
-    acc, loss = evaluate(learner.eval_model(), xv, yv, cfg.eval.batch_size)
-    metrics = MetricRecord({protocol.NUM_EXAMPLES: int(len(yv)), protocol.ROUND: server_round,
-                            protocol.ACCURACY: float(acc), "loss": float(loss)})
-    return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+    return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv)

@@ -30,10 +30,12 @@ class InMemoryGrid(Grid):
     """``nodes``: node id -> partition id; ``client_app``: a ``flwr.clientapp.ClientApp``."""
 
     def __init__(self, client_app, nodes: dict[int, int], num_partitions: int | None = None,
-                 node_config: dict | None = None, run_id: int = 1):
+                 node_config: dict | None = None, run_config: dict | None = None,
+                 run_id: int = 1):
         self.client_app = client_app
         self.num_partitions = len(nodes) if num_partitions is None else num_partitions
         self.node_config = dict(node_config or {})
+        self.run_config = dict(run_config or {})
         self.run_id = run_id
         self.contexts = {n: self._context(n, p) for n, p in nodes.items()}
         self.online: set[int] = set(self.contexts)
@@ -55,7 +57,7 @@ class InMemoryGrid(Grid):
         config = {protocol.PARTITION: pid, protocol.NUM_PARTITIONS: self.num_partitions,
                   **self.node_config}
         return Context(run_id=self.run_id, node_id=node, node_config=config, state=RecordDict(),
-                       run_config={})
+                       run_config=dict(self.run_config))
 
     def restart(self, node: int) -> None:
         """A fresh process for ``node``: its Context.state (setup, local scores) is gone."""
