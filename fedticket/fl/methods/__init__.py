@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from fedticket.errors import ConfigError
 from fedticket.fl.methods.base import Learner, Method
-from fedticket.fl.methods.binary_mask import BinaryMask
-from fedticket.fl.methods.fedavg import FedAvg
-from fedticket.fl.methods.fedavg_subnet import FedAvgSubnet
-from fedticket.fl.methods.fedpm import FedPM
-from fedticket.fl.methods.hidenseek import HideNseek
+from fedticket.fl.methods.binary_mask import BinaryMaskMethod
+from fedticket.fl.methods.fedavg import FedAvgMethod
+from fedticket.fl.methods.fedavg_subnet import FedAvgSubnetMethod
+from fedticket.fl.methods.fedpm import FedPMMethod
+from fedticket.fl.methods.hidenseek import HideNseekMethod
 
 REGISTRY: dict[str, type[Method]] = {
-    "hidenseek": HideNseek,
-    "binary-mask": BinaryMask,
-    "fedpm": FedPM,
-    "fedavg": FedAvg,
-    "fedavg-subnet": FedAvgSubnet,
+    "hidenseek": HideNseekMethod,
+    "binary-mask": BinaryMaskMethod,
+    "fedpm": FedPMMethod,
+    "fedavg": FedAvgMethod,
+    "fedavg-subnet": FedAvgSubnetMethod,
 }
 
 
@@ -35,5 +35,4 @@ def make_method(cfg, ticket) -> Method:
     return method_class(cfg.method)(cfg, ticket)
 
 
-__all__ = ["REGISTRY", "Method", "Learner", "method_class", "make_method", "HideNseek",
-           "BinaryMask", "FedPM", "FedAvg", "FedAvgSubnet"]
+__all__ = ["REGISTRY", "Method", "Learner", "method_class", "make_method"]

@@ -6,9 +6,9 @@ the supermask kind differs: a bit keeps or drops a frozen weight instead of flip
 
 from __future__ import annotations
 
-from fedticket.fl.methods.hidenseek import HideNseek
+from fedticket.fl.methods.hidenseek import HideNseekMethod
 
 
-class BinaryMask(HideNseek):
+class BinaryMaskMethod(HideNseekMethod):
     name = "binary-mask"
     kind = "binary"

@@ -58,7 +58,7 @@ class FedAvgLearner(Learner):
         return self.model.eval()
 
 
-class FedAvg(Method):
+class FedAvgMethod(Method):
     name = "fedavg"
     uplink_kind = wire.F32
     dense = True

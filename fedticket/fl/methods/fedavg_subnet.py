@@ -6,10 +6,10 @@ clients keep pruned weights at zero through every optimizer step (core's MaskEnf
 
 from __future__ import annotations
 
-from fedticket.fl.methods.fedavg import FedAvg
+from fedticket.fl.methods.fedavg import FedAvgMethod
 
 
-class FedAvgSubnet(FedAvg):
+class FedAvgSubnetMethod(FedAvgMethod):
     name = "fedavg-subnet"
     dense = False
     subnet = True

@@ -75,7 +75,7 @@ class FedPMLearner(Learner):
         return m
 
 
-class FedPM(Method):
+class FedPMMethod(Method):
     name = "fedpm"
 
     @cached_property

@@ -86,7 +86,7 @@ class SupermaskLearner(Learner):
         return self.net.score_vector() if self.keep else None
 
 
-class HideNseek(Method):
+class HideNseekMethod(Method):
     """The weighted majority vote of 1-bit signs (``aggregation=vote``, the paper's)."""
 
     name = "hidenseek"
