@@ -6,12 +6,12 @@ not and why); they change nothing. The strategy decides what to do with the verd
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Message, MetricRecord
 
-from fedticket.fl import protocol
+from fedticket.fl import protocol, wire
 
 
 class Rejected(ValueError):
@@ -55,19 +55,24 @@ def check_reply(msg: Message, expected: dict[int, int], server_round: int) -> Me
 
 @dataclass
 class Collected:
-    """One phase's replies sorted out: (node, reply, metrics) that passed the common checks,
-    (node, reply, reason) rejected, (node, reason) that failed with an error, nodes silent."""
+    """One phase's replies sorted out, in partition order: ``valid`` (node, reply, metrics,
+    decoded payload or None), ``rejected`` (node, reply, reason), ``failed`` (node, error
+    reason), ``silent`` (nodes that sent nothing) and ``acknowledged`` (nodes whose reply passed
+    the common checks: they hold the setup, even if their payload was then rejected)."""
 
-    valid: list[tuple[int, Message, MetricRecord]] = field(default_factory=list)
+    valid: list[tuple[int, Message, MetricRecord, object]] = field(default_factory=list)
     rejected: list[tuple[int, Message, str]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
     silent: list[int] = field(default_factory=list)
+    acknowledged: list[int] = field(default_factory=list)
 
 
 def collect(replies: Iterable[Message], sent: list[Message], expected: dict[int, int],
-            server_round: int) -> Collected:
+            server_round: int, decode: Callable[[object], object] | None = None) -> Collected:
     """Sort a phase's replies, in partition order (float sums then do not depend on arrival
-    order); ``expected`` maps node id -> partition id of the messages ``sent``."""
+    order); ``expected`` maps node id -> partition id of the messages ``sent``. ``decode``
+    (training) turns the reply's ``UPDATE`` payload into the update, or raises
+    ``wire.MalformedPayload``, which rejects the reply with that reason."""
     ids = sent_ids(sent)
     out = Collected()
     pending = dict(expected)
@@ -78,8 +83,13 @@ def collect(replies: Iterable[Message], sent: list[Message], expected: dict[int,
             out.failed.append((node, msg.error.reason))
             continue
         try:
-            out.valid.append((node, msg, check_reply(msg, expected, server_round)))
-        except Rejected as e:
+            metrics = check_reply(msg, expected, server_round)
+            out.acknowledged.append(node)
+            update = None if decode is None else decode(
+                wire.get_array(msg.content, protocol.UPDATE, protocol.PAYLOAD))
+        except (Rejected, wire.MalformedPayload) as e:
             out.rejected.append((node, msg, str(e)))
+            continue
+        out.valid.append((node, msg, metrics, update))
     out.silent = sorted(pending, key=pending.get)
     return out

@@ -113,31 +113,23 @@ class TicketStrategy(Strategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         stats = self.history.stats(server_round)
-        got = collect(list(replies), self._sent, self._expected, server_round)
+        got = collect(list(replies), self._sent, self._expected, server_round,
+                      decode=self.method.decode_update)
         stats.train_wall_seconds = time.perf_counter() - stats.started
+        self.members.has_setup.update(got.acknowledged)
         for node, reason in got.failed:
             stats.missing.append(self.members.lost(node, server_round, f"failed: {reason}"))
+        # bytes that arrived count, even if the reply is then rejected
+        stats.uplink_bytes += sum(wire.payload_nbytes(msg.content) for _, msg, _ in got.rejected
+                                  if msg.has_content())
+        for node, _msg, why in got.rejected:
+            stats.rejected += 1
+            log.warning("round %d: rejected the reply of client %d: %s", server_round,
+                        self.members.pid(node), why)
         updates, weights = [], []
-        verdicts = [(node, msg, None, why) for node, msg, why in got.rejected]
-        for node, msg, metrics in got.valid:
-            self.members.has_setup.add(node)
-            try:
-                update = self.method.decode_update(
-                    wire.get_array(msg.content, protocol.UPDATE, protocol.PAYLOAD))
-            except wire.MalformedPayload as e:
-                verdicts.append((node, msg, None, str(e)))
-                continue
-            verdicts.append((node, msg, (update, metrics), None))
-        # partition order again: decoding failures were appended after the checks' rejections
-        for node, msg, ok, why in sorted(verdicts, key=lambda v: self._expected.get(v[0], 1 << 62)):
-            nbytes = wire.payload_nbytes(msg.content) if msg.has_content() else 0
-            stats.uplink_bytes += nbytes  # bytes that arrived count, even if then rejected
-            if ok is None:
-                stats.rejected += 1
-                log.warning("round %d: rejected the reply of client %d: %s", server_round,
-                            self.members.pid(node), why)
-                continue
-            update, metrics = ok
+        for _node, msg, metrics, update in got.valid:
+            nbytes = wire.payload_nbytes(msg.content)
+            stats.uplink_bytes += nbytes
             count_reply(stats, metrics, nbytes)
             updates.append(update)
             weights.append(int(metrics[protocol.NUM_EXAMPLES]))
@@ -170,12 +162,12 @@ class TicketStrategy(Strategy):
                            ) -> MetricRecord | None:
         stats = self.history.stats(server_round)
         got = collect(list(replies), self._sent, self._expected, server_round)
+        self.members.has_setup.update(got.acknowledged)
         for node, reason in got.failed:
             self.members.lost(node, server_round, f"failed its evaluation: {reason}")
         rejected = [(node, why) for node, _, why in got.rejected]
         accs, ns = [], []
-        for node, _msg, metrics in got.valid:
-            self.members.has_setup.add(node)
+        for node, _msg, metrics, _ in got.valid:
             acc = metrics.get(protocol.ACCURACY)
             if not isinstance(acc, float) or not 0.0 <= acc <= 1.0:
                 rejected.append((node, f"accuracy must be a float in [0, 1], got {acc!r}"))
