@@ -4,6 +4,7 @@ not ship. The SuperLink gets a private FLWR_HOME and its own ports, and is stopp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +27,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _superlink_pids(flwr_home: Path) -> list[int]:
-    """PIDs of the flower-superlink processes whose log file lies under ``flwr_home``."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 1)[0]) for line in out.splitlines()
-            if "flower-superlink" in line and str(flwr_home) in line]
+def _superlink_tree(flwr_home: Path) -> list[int]:
+    """PIDs of the flower-superlink whose log file lies under ``flwr_home``, and its children."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True,
+                         text=True).stdout   # -ww: full command lines (the path is at the end)
+    procs = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    tree = [int(p[0]) for p in procs
+            if len(p) == 3 and "flower-superlink" in p[2] and str(flwr_home) in p[2]]
+    for pid, ppid, *_ in procs:   # ps lists parents before children
+        if int(ppid) in tree and int(pid) not in tree:
+            tree.append(int(pid))
+    return tree
+
+
+def _stop(pids: list[int], grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL what is still alive after ``grace`` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists()
+                 and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_own_model_example_runs_with_flwr_run(tmp_path):
@@ -54,8 +77,7 @@ def test_own_model_example_runs_with_flwr_run(tmp_path):
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(1)   # the ServerApp writes the file just before the run ends
     finally:
-        for pid in _superlink_pids(flwr_home):
-            os.kill(pid, signal.SIGTERM)
+        _stop(_superlink_tree(flwr_home))
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rounds = {int(r): v for r, v in result["rounds"].items()}
