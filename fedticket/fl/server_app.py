@@ -228,9 +228,9 @@ def check_results_folder(cfg: FLConfig, run_dir: RunDir, ckpt) -> None:
         return
     held = [name for name in RESULT_FILES if run_dir.file(name).exists()]
     if held:
-        raise UserError(f"{run_dir.path} already holds the results of a run ({', '.join(held)}); "
-                        "choose a new results folder (--out DIR), or replace them with "
-                        "server.overwrite=true")
+        raise UserError(f"{run_dir.path} already holds results ({', '.join(held)}); choose "
+                        "another folder (--out DIR, or output_dir under flwr run), or replace "
+                        "them (fedticket fl run --overwrite; flwr run: server.overwrite=true)")
 
 
 def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:

@@ -113,7 +113,7 @@ def test_a_fresh_run_never_replaces_results(tiny, tmp_path):
     with pytest.raises(UserError) as e:
         _run(tiny, out, "rounds=1", "server.checkpoint=false", "seed=3")
     msg = str(e.value)
-    assert str(out) in msg and "--out" in msg and "server.overwrite=true" in msg
+    assert str(out) in msg and "--out" in msg and "--overwrite" in msg and "\n" not in msg
     assert _files(out) == before
     cfg = tiny(f"output_dir={out}", "eval.personal_every=0", "rounds=1",
                "server.checkpoint=false", "seed=3")
