@@ -42,7 +42,6 @@ def main() -> int:
     cfg = prepare(None, [f"method={a.method}", "num_clients=2", "clients_per_round=2",
                          "data.train_subset=6000", "data.download=false"], data_root=a.data_root)
     s = make_strategy(cfg, build_ticket(cfg, None), {0: 10, 1: 11}, run_key="probe")
-    s.begin(s.initial_arrays())
     msg = list(s.configure_train(1, s.initial_arrays(), ConfigRecord(), None))[0]
     mem("(server-side setup, not on a device)")
     ctx = Context(run_id=1, node_id=10, node_config={"partition-id": 0, "num-partitions": 2,

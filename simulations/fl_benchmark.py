@@ -2,23 +2,26 @@
 
 Each method runs through Flower's simulation engine (``fedticket.fl.run.run_fl``) with the same
 data, partitions, seed, model and number of rounds (configs/fl/bench_<method>.yaml), then the
-same clients run a few rounds in a plain in-process PyTorch loop (``fedticket.fl.plain``) to
-measure the engine's overhead per round. Output: ``table.md``, ``results.json``, two PNG plots
+same config runs a few rounds through the same strategy and ClientApp with no engine at all
+(``fedticket.fl.server_app.run_in_process``: an in-memory Grid) to measure the engine's overhead
+per round. Output: ``table.md``, ``results.json``, two PNG plots
 and one results folder per method under ``--out``.
 
     python simulations/fl_benchmark.py --rounds 100 --time-budget 1200 --out runs/fl_benchmark
 
 ``--time-budget`` (seconds, all methods together) cuts the number of rounds, equally for every
-method, from a calibration of the slowest client (a few plain rounds of hidenseek) when
+method, from a calibration of the slowest client (a few in-memory rounds of hidenseek) when
 ``--rounds`` would not fit.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,12 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fedticket.fl.config import METHODS  # noqa: E402
-from fedticket.fl.plain import run_plain  # noqa: E402
 from fedticket.fl.run import prepare, run_fl  # noqa: E402
+from fedticket.fl.server_app import run_in_process  # noqa: E402
 from fedticket.results import RunDir, plot_lines, read_csv  # noqa: E402
 
 SETUP_SECONDS = 60.0   # per method: Ray start, SynFlow, data loading in two workers (measured here)
-ENGINE_FACTOR = 1.6    # engine round / plain round, a conservative first guess for calibration
+ENGINE_FACTOR = 1.6    # engine round / in-memory round, a conservative first guess for calibration
 
 
 def parse_args(argv=None):
@@ -41,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds for all methods together; rounds are cut to fit (equal for all)")
     p.add_argument("--plain-rounds", type=int, default=5,
-                   help="rounds of the plain PyTorch loop per method (overhead measurement)")
+                   help="rounds through the in-memory Grid per method (overhead measurement)")
     p.add_argument("--configs", default=str(REPO / "configs" / "fl"), help="folder of bench_*.yaml")
     p.add_argument("--set", action="append", default=[], help="override for every method (k=v)")
     p.add_argument("--data-root", default=None)
@@ -51,8 +54,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def run_plain(cfg, rounds: int) -> dict:
+    """``rounds`` rounds of ``cfg`` through the in-memory Grid (no engine, no checkpoint, no
+    personal evaluation); per-round wall seconds (configure -> aggregate) and client train seconds."""
+    cfg = copy.deepcopy(cfg)
+    cfg.rounds, cfg.eval.personal_every, cfg.server.checkpoint = rounds, 0, False
+    with tempfile.TemporaryDirectory(prefix="fl-inmemory-") as tmp:
+        cfg.output_dir = tmp
+        run_in_process(cfg, tmp)
+        rows = [r for r in read_csv(Path(tmp) / "rounds.csv") if int(r["round"]) > 0]
+    return {"round_seconds": [float(r["train_wall_seconds"]) for r in rows],
+            "train_seconds": [float(r["client_train_seconds"]) for r in rows]}
+
+
 def calibrate(cfg, rounds: int = 2) -> float:
-    """Seconds per plain round of ``cfg`` (the slowest client kind) after one warm-up round."""
+    """Seconds per in-memory round of ``cfg`` (the slowest client kind) after one warm-up round."""
     res = run_plain(cfg, rounds=rounds + 1)
     return sum(res["round_seconds"][1:]) / rounds
 
@@ -87,7 +103,7 @@ def main(argv=None) -> int:
         calib = calibrate(cfgs[probe])
         per_method = args.time_budget / len(methods) - SETUP_SECONDS - args.plain_rounds * calib
         fit = int(per_method / (ENGINE_FACTOR * calib))
-        print(f"calibration: {calib:.2f} s per plain {probe} round; {fit} rounds fit the budget")
+        print(f"calibration: {calib:.2f} s per in-memory {probe} round; {fit} rounds fit the budget")
         rounds = max(1, min(rounds, fit))
     print(f"running {len(methods)} methods x {rounds} rounds")
 
@@ -120,7 +136,7 @@ def main(argv=None) -> int:
         }
         print(f"{m:14s} acc {summary['final_global_accuracy']:.4f}  uplink "
               f"{summary['uplink_bytes_per_client_round']:.0f} B/client/round  "
-              f"sim {results[m]['sim_round_seconds']:.2f} s/round  plain "
+              f"sim {results[m]['sim_round_seconds']:.2f} s/round  in-memory "
               f"{results[m]['plain_round_seconds']:.2f} s/round  ({sim_wall:.0f} s)", flush=True)
 
     write_report(args, results, rounds, calib, time.perf_counter() - t_start, out)
@@ -132,7 +148,7 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir) -> No
     hs_total = results.get("hidenseek", {}).get("summary", {}).get("total_uplink_bytes")
     head = ("| method | rounds | final acc | best acc | acc @ HideNseek's total uplink | "
             "uplink / client / round | vs FedAvg | total uplink | client train s / round | "
-            "engine s / round | plain loop s / round | engine minus plain | "
+            "engine s / round | in-memory Grid s / round | engine minus in-memory | "
             "engine overhead (est.) s / round |")
     lines = [head, "|" + "---|" * 13]
     for m, r in results.items():
@@ -155,7 +171,7 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir) -> No
                                       "total_seconds": total_seconds, "calibration": calib})
     text = (f"# Federated benchmark\n\n`{cmd}`\n\n"
             f"{rounds} rounds per method; {total_seconds / 60:.1f} min in total"
-            + (f"; calibration {calib:.2f} s per plain hidenseek round" if calib else "")
+            + (f"; calibration {calib:.2f} s per in-memory hidenseek round" if calib else "")
             + ".\n\n" + "\n".join(lines) + "\n")
     out.file("table.md").write_text(text)
     out.write_json("results.json", {m: {k: v for k, v in r.items() if k != "rows"}

@@ -1,9 +1,11 @@
 """What goes on the wire: bits are bits.
 
-A 1-bit mask travels as packed bytes (``ceil(n/8)``), never as a float array. ``encode_bits`` adds
-a fixed 8-byte header (magic, version, flags, bit count) so a receiver can reject a payload of the
-wrong length or kind before touching it; ``compress=True`` entropy-codes the packed bits with zlib,
-which pays off for skewed masks (a binary mask at density 0.1 carries ~0.47 bits of entropy/entry).
+A 1-bit mask travels as packed bytes (``ceil(n/8)``), never as a float array. Every payload the
+project sends starts with the one 8-byte header of this module (two magic bytes naming the kind,
+version, flags, entry count: :func:`pack_header` / :func:`read_header`), so a receiver can reject a
+payload of the wrong length or kind before touching it. ``encode_bits`` is that header + packed
+bits; ``compress=True`` entropy-codes the packed bits with zlib, which pays off for skewed masks (a
+binary mask at density 0.1 carries ~0.47 bits of entropy/entry).
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ VERSION = 1
 _HEADER = struct.Struct("<2sBBI")  # magic, version, flags, nbits  -> 8 bytes
 HEADER_BYTES = _HEADER.size
 _FLAG_ZLIB = 1
+
+
+def pack_header(magic: bytes, n: int, flags: int = 0) -> bytes:
+    """The 8-byte header of every payload: ``magic`` (2 bytes), version, flags, entry count."""
+    return _HEADER.pack(magic, VERSION, flags, int(n))
+
+
+def read_header(payload: bytes, magic: bytes, what: str) -> tuple[int, int, bytes]:
+    """(flags, entry count, body) of a payload of kind ``magic``; ValueError naming the problem."""
+    if len(payload) < HEADER_BYTES:
+        raise ValueError(f"{what} payload too short ({len(payload)} bytes) for its "
+                         f"{HEADER_BYTES}-byte header")
+    got, version, flags, n = _HEADER.unpack_from(payload)
+    if got != magic or version != VERSION:
+        raise ValueError(f"{what} payload has a foreign header (not a fedticket {what} payload)")
+    return flags, n, payload[HEADER_BYTES:]
 
 
 def packed_size(n: int) -> int:
@@ -58,20 +76,14 @@ def encode_bits(bits: torch.Tensor, compress: bool = False) -> bytes:
         z = zlib.compress(body, 9)
         if len(z) < len(body):
             body, flags = z, _FLAG_ZLIB
-    return _HEADER.pack(MAGIC, VERSION, flags, n) + body
+    return pack_header(MAGIC, n, flags) + body
 
 
 def decode_bits(payload: bytes, expected_n: int | None = None) -> torch.Tensor:
     """Inverse of :func:`encode_bits`; raises ValueError naming what is wrong with the payload."""
-    payload = bytes(payload)
-    if len(payload) < HEADER_BYTES:
-        raise ValueError(f"bit payload too short ({len(payload)} bytes) for its {HEADER_BYTES}-byte header")
-    magic, version, flags, n = _HEADER.unpack_from(payload)
-    if magic != MAGIC or version != VERSION:
-        raise ValueError("bit payload has a foreign header (not a fedticket bit payload)")
+    flags, n, body = read_header(bytes(payload), MAGIC, "bit")
     if expected_n is not None and n != expected_n:
         raise ValueError(f"bit payload carries {n} bits, expected {expected_n}")
-    body = payload[HEADER_BYTES:]
     if flags & _FLAG_ZLIB:
         try:
             body = zlib.decompress(body)

@@ -1,8 +1,14 @@
 """The Mask: parameter name -> bool tensor, the one object both domains prune through.
 
 Invariants (checked on every assignment): keys are non-empty strings, values are bool tensors.
-A mask lists only prunable tensors; a parameter it does not list is dense. Files are safetensors
-(uint8 per entry plus a format tag in the metadata): nothing is ever unpickled.
+A mask lists only prunable tensors; a parameter it does not list is dense.
+
+One serialisation (:meth:`Mask.encode` / :meth:`Mask.decode`): a layout (JSON list of
+``[name, shape]`` in order) + every entry as one bit payload (:func:`~fedticket.core.codec.encode_bits`).
+The federated setup message carries exactly these two blobs; mask files and federated checkpoints
+store them in a checksummed safetensors file (:mod:`~fedticket.core.tensorfile`): nothing is ever
+unpickled, and a damaged file is refused. Files of the older per-entry uint8 layout
+(``fedticket.mask/1``, no checksum) still load.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedticket.core.codec import pack_bits, packed_size, unpack_bits
+from fedticket.core import tensorfile
+from fedticket.core.codec import decode_bits, encode_bits, pack_bits, packed_size, unpack_bits
 from fedticket.core.selection import prunable_parameters
 
-FORMAT_TAG = "fedticket.mask/1"
+FORMAT_TAG = "fedticket.mask/2"
+LEGACY_FORMAT_TAG = "fedticket.mask/1"  # uint8 per entry, no checksum
 
 
 class Mask(dict):
@@ -144,51 +152,91 @@ class Mask(dict):
                     f"mask entry {k!r} has shape {tuple(v.shape)} but the parameter has shape "
                     f"{tuple(params[k].shape)}: the mask was made for another model configuration")
 
+    # ---- the one serialisation ------------------------------------------------------------
+    def encode(self) -> tuple[bytes, bytes]:
+        """(layout JSON, bit payload): the mask's names and shapes in order, all entries packed."""
+        layout = json.dumps([[k, list(v.shape)] for k, v in self.items()]).encode()
+        return layout, encode_bits(self.flat())
+
+    @classmethod
+    def decode(cls, layout: bytes | str, bits: bytes) -> "Mask":
+        """Inverse of :meth:`encode`; ValueError naming what does not fit."""
+        try:
+            entries = json.loads(layout)
+            shapes = [(str(name), tuple(int(s) for s in shape)) for name, shape in entries]
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"mask layout is not a list of [name, shape]: {e}") from None
+        sizes = [int(np.prod(shape)) if shape else 1 for _, shape in shapes]
+        flat = decode_bits(bits, expected_n=sum(sizes))
+        out, off = cls(), 0
+        for (name, shape), k in zip(shapes, sizes, strict=True):
+            out[name] = flat[off:off + k].reshape(shape)
+            off += k
+        return out
+
+    def to_tensors(self, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The encoded mask as one uint8 tensor + one metadata entry, for a safetensors file."""
+        layout, bits = self.encode()
+        tensor = torch.frombuffer(bytearray(bits), dtype=torch.uint8).clone()
+        return {f"{prefix}bits": tensor}, {f"{prefix}layout": layout.decode()}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                     prefix: str = "") -> "Mask":
+        bits = tensors[f"{prefix}bits"]
+        if bits.dtype != torch.uint8:
+            raise ValueError(f"mask bits have dtype {bits.dtype}, expected uint8")
+        return cls.decode(metadata[f"{prefix}layout"], bits.numpy().tobytes())
+
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous().to(torch.uint8) for k, v in self.items()}
-        meta = {"format": FORMAT_TAG, "density": f"{self.density:.8f}",
-                "order": json.dumps(list(self.keys()))}
+        tensors, meta = self.to_tensors()
+        meta.update({"format": FORMAT_TAG, "density": f"{self.density:.8f}"})
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(tensorfile.dumps(tensors, meta))
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mask":
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"mask file not found: {path}")
         try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-                if meta.get("format") != FORMAT_TAG:
-                    raise ValueError(
-                        f"{path} is not a fedticket mask file (format tag {meta.get('format')!r}); "
-                        "make one with `fedticket prune --out FILE` or Mask.save")
-                order = json.loads(meta.get("order", "[]"))
-                keys = list(fh.keys())
-                if sorted(order) != sorted(keys):
-                    order = keys
-                out = cls()
-                for k in order:
-                    t = fh.get_tensor(k)
-                    if t.dtype != torch.uint8:
-                        raise ValueError(f"{path}: entry {k!r} has dtype {t.dtype}, expected uint8")
-                    out[k] = t  # __setitem__ rejects non-0/1 values
-                return out
+            tensors, meta = tensorfile.loads(path.read_bytes(), str(path), require_checksum=False)
+        except OSError as e:
+            raise ValueError(f"{path} is not a valid fedticket mask file (unreadable): {e}") from None
         except ValueError as e:
+            raise ValueError(f"{e}; it is not a valid fedticket mask file") from None
+        fmt = meta.get("format")
+        try:
+            if fmt == FORMAT_TAG:
+                if tensorfile.CHECKSUM_KEY not in meta:
+                    raise ValueError("it has no checksum")
+                return cls.from_tensors(tensors, meta)
+            if fmt == LEGACY_FORMAT_TAG:
+                return cls._from_legacy(tensors, meta, path)
+        except (ValueError, KeyError) as e:
             if str(path) in str(e):
                 raise
             raise ValueError(f"{path} is not a valid fedticket mask file: {e}") from None
-        except (SafetensorError, OSError, json.JSONDecodeError, RuntimeError) as e:
-            raise ValueError(f"{path} is not a valid fedticket mask file (corrupt or foreign): {e}") from None
+        raise ValueError(f"{path} is not a fedticket mask file (format tag {fmt!r}); make one "
+                         "with `fedticket prune --out FILE` or Mask.save")
+
+    @classmethod
+    def _from_legacy(cls, tensors, meta, path) -> "Mask":
+        order = json.loads(meta.get("order", "[]"))
+        if sorted(order) != sorted(tensors):
+            order = list(tensors)
+        out = cls()
+        for k in order:
+            t = tensors[k]
+            if t.dtype != torch.uint8:
+                raise ValueError(f"{path}: entry {k!r} has dtype {t.dtype}, expected uint8")
+            out[k] = t  # __setitem__ rejects non-0/1 values
+        return out
 
     # ---- wire ---------------------------------------------------------------------------------
     def pack(self) -> dict[str, bytes]:

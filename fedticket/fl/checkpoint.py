@@ -4,10 +4,15 @@ Flower does not resume a failed run and does not keep a ServerApp's ``Context.st
 server keeps its own. One safetensors file, ``checkpoint.safetensors`` in the results folder
 (tensors and string metadata only: loading it never unpickles anything):
 
-* ``mask/<layer>``  the SynFlow mask (uint8), so a resumed run skips pruning and cannot drift
+* ``mask.bits``     the SynFlow mask in core's one serialisation (layout in ``mask.layout``), so
+                    a resumed run skips pruning and cannot drift
 * ``global``        the global payload exactly as it travels (wire bytes + its kind)
 * metadata          format tag, completed round, seed, the resolved config, its fingerprint,
-                    the metric rows and per-round stats so far, seconds spent so far
+                    the metric rows and per-round stats so far, seconds spent so far, and the
+                    SHA-256 of all of it (core's :mod:`~fedticket.core.tensorfile`): a damaged
+                    checkpoint is refused, never resumed from. Checkpoints of the format before
+                    the checksum (``fedticket.fl-checkpoint/1``) are refused too: they cannot
+                    be verified.
 
 The file is written to a temporary name in the same folder, fsynced, then renamed over the old
 one: a crash at any point leaves either the previous round's checkpoint or this one, never half.
@@ -27,11 +32,13 @@ from typing import Any
 import torch
 
 from fedticket.config import to_dict
-from fedticket.core import Mask
+from fedticket.core import tensorfile
+from fedticket.core.mask import Mask
 from fedticket.errors import UserError
 from fedticket.results import atomic_write_bytes
 
-FORMAT_TAG = "fedticket.fl-checkpoint/1"
+FORMAT_TAG = "fedticket.fl-checkpoint/2"
+_MASK = "mask."
 FILENAME = "checkpoint.safetensors"
 
 # keys that may change between the interrupted run and its resumption without changing results
@@ -75,58 +82,54 @@ class Checkpoint:
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` atomically (temp file in the same folder + fsync + rename)."""
-    from safetensors.torch import save
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"mask/{k}": v.detach().cpu().contiguous().to(torch.uint8)
-               for k, v in ckpt.mask.items()}
+    tensors, meta = ckpt.mask.to_tensors(prefix=_MASK)
     tensors["global"] = torch.frombuffer(bytearray(ckpt.global_bytes), dtype=torch.uint8).clone()
-    meta = {
+    meta.update({
         "format": FORMAT_TAG,
         "round": str(ckpt.round),
         "seed": str(ckpt.config.get("seed")),
         "method": str(ckpt.config.get("method")),
         "fingerprint": ckpt.fingerprint,
         "config": json.dumps(ckpt.config, sort_keys=True, default=str),
-        "mask_names": json.dumps(list(ckpt.mask.keys())),
         "global_stype": ckpt.global_stype,
         "rows": json.dumps(ckpt.rows),
         "stats": json.dumps({str(k): v for k, v in ckpt.stats.items()}),
         "seconds": repr(float(ckpt.seconds)),
-    }
-    return atomic_write_bytes(path, save(tensors, metadata=meta), durable=True)
+    })
+    return atomic_write_bytes(path, tensorfile.dumps(tensors, meta), durable=True)
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint (UserError naming the file and the problem if it is not one)."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
+    fix = "move it away to start over, or restore it from a backup"
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT_TAG:
-                raise UserError(f"{path} is not a fedticket federated checkpoint (format "
-                                f"{meta.get('format')!r}, expected {FORMAT_TAG!r}); move it "
-                                "away or choose another results folder")
-            mask = Mask()
-            for name in json.loads(meta["mask_names"]):
-                mask[name] = f.get_tensor(f"mask/{name}").bool()
-            global_bytes = f.get_tensor("global").numpy().tobytes()
+        tensors, meta = tensorfile.loads(path.read_bytes(), str(path), require_checksum=False)
+    except tensorfile.ChecksumError as e:
+        raise UserError(f"{e}; {fix}") from None
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path} is damaged or not a fedticket checkpoint ({e}); {fix}") from None
+    fmt = meta.get("format")
+    if fmt != FORMAT_TAG:
+        raise UserError(f"{path} is not a fedticket federated checkpoint of this version (format "
+                        f"{fmt!r}, expected {FORMAT_TAG!r}); move it away or choose another "
+                        "results folder")
+    if tensorfile.CHECKSUM_KEY not in meta:
+        raise UserError(f"{path} has no checksum, so it cannot be verified; {fix}")
+    try:
         return Checkpoint(
-            round=int(meta["round"]), config=json.loads(meta["config"]), mask=mask,
-            global_stype=meta["global_stype"], global_bytes=global_bytes,
+            round=int(meta["round"]), config=json.loads(meta["config"]),
+            mask=Mask.from_tensors(tensors, meta, prefix=_MASK),
+            global_stype=meta["global_stype"], global_bytes=tensors["global"].numpy().tobytes(),
             rows=json.loads(meta["rows"]),
             stats={int(k): v for k, v in json.loads(meta["stats"]).items()},
             seconds=float(meta["seconds"]), fingerprint=meta.get("fingerprint", ""))
-    except UserError:
-        raise
-    except (SafetensorError, KeyError, ValueError, OSError) as e:
-        raise UserError(f"{path} is damaged or not a fedticket checkpoint ({e}); move it away "
-                        "to start over, or restore it from a backup") from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path} is damaged or not a fedticket checkpoint ({e}); {fix}") from None
 
 
 def check_compatible(ckpt: Checkpoint, cfg, path: Path) -> None:

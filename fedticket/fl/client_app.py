@@ -17,37 +17,37 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedticket.core import Mask, decode_bits
-from fedticket.fl import wire
+from fedticket.core import tensorfile
+from fedticket.core.mask import Mask
+from fedticket.fl import protocol
+from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps what, re-exported)
+    STATE_LOCAL,
+    STATE_SETUP,
+    context_local_state,
+    evaluate_reply,
+    message_round,
+    query_reply,
+    setup_of,
+    train_reply,
+)
 from fedticket.fl.config import config_from_json
 from fedticket.fl.dataset import client_tensors
-from fedticket.fl.learners import make_learner
-from fedticket.fl.model import build_ticket, evaluate
-from fedticket.fl.strategy import GLOBAL, METRICS, SETUP, UPDATE
+from fedticket.fl.model import build_ticket
 from fedticket.results import atomic_write_bytes
 
-STATE_SETUP = "fedticket.setup"
-STATE_LOCAL = "fedticket.local"
+STATE_FORMAT = "fedticket.client-state/1"
 
 app = ClientApp()
 
 
 @lru_cache(maxsize=2)
-def _ticket(config_json: str, layout_json: str, mask_blob: bytes):
+def _ticket(config_json: str, layout: bytes, mask_bits: bytes):
     """Rebuild the frozen ticket from the seed and the packed mask (cached per worker process)."""
     cfg = config_from_json(config_json)
-    layout = json.loads(layout_json)
-    n = sum(int(torch.Size(shape).numel()) for _, shape in layout)
-    flat = decode_bits(mask_blob, expected_n=n)
-    mask, off = Mask(), 0
-    for name, shape in layout:
-        k = int(torch.Size(shape).numel())
-        mask[name] = flat[off:off + k].reshape(shape)
-        off += k
-    return cfg, build_ticket(cfg, mask)
+    return cfg, build_ticket(cfg, Mask.decode(layout, mask_bits))
 
 
 class LocalStateStore:
@@ -81,18 +81,19 @@ class LocalStateStore:
         return self.dir / f"round-{r}.safetensors"
 
     def load_before(self, server_round: int) -> torch.Tensor | None:
-        from safetensors.torch import load_file
-
         earlier = [r for r in self._rounds() if r < server_round]
         if not earlier:
             return None
-        return load_file(str(self._file(earlier[-1])))["scores"]
+        path = self._file(earlier[-1])
+        try:
+            return tensorfile.loads(path.read_bytes(), str(path))[0]["scores"]
+        except (ValueError, KeyError, OSError) as e:
+            raise RuntimeError(f"local state file {path} is unusable ({e}); remove it to "
+                               "redo that round from the state before it") from None
 
     def save(self, server_round: int, state: torch.Tensor, completed_round: int) -> None:
-        from safetensors.torch import save
-
         atomic_write_bytes(self._file(server_round),
-                           save({"scores": state.detach().cpu().contiguous()}))
+                           tensorfile.dumps({"scores": state}, {"format": STATE_FORMAT}))
         rounds = self._rounds()
         keep_from = max([r for r in rounds if r <= completed_round], default=None)
         for r in rounds:
@@ -102,8 +103,8 @@ class LocalStateStore:
 
 def _store(cfg, msg: Message, context: Context, pid: int) -> LocalStateStore | None:
     root = context.node_config.get("state-dir") or cfg.server.client_state_dir
-    key = msg.content.config_records["config"].get("run-key") if "config" in \
-        msg.content.config_records else None
+    records = msg.content.config_records
+    key = records[protocol.CONFIG].get(protocol.RUN_KEY) if protocol.CONFIG in records else None
     if not root or not key:
         return None
     return LocalStateStore(str(root), str(key), pid)
@@ -120,8 +121,6 @@ def _client_data(cfg, root: str, pid: int, context: Context):
     folder = context.node_config.get("cache-dir") or context.node_config.get("state-dir")
     if not folder:
         return client_tensors(cfg, root, pid)
-    from safetensors.torch import load_file, save
-
     d = dataclasses.asdict(cfg.data)
     for k in ("root", "download"):
         d.pop(k)
@@ -130,53 +129,37 @@ def _client_data(cfg, root: str, pid: int, context: Context):
     path = Path(str(folder)).expanduser() / "partitions" / f"{cfg.data.name}-p{pid}-{key}.safetensors"
     if path.is_file():
         try:
-            t = load_file(str(path))
+            t = tensorfile.loads(path.read_bytes(), str(path))[0]
             return t["x"], t["y"], t["xv"], t["yv"]
-        except Exception:  # damaged: rebuild it below
+        except (ValueError, KeyError, OSError):  # damaged: rebuild it below
             path.unlink(missing_ok=True)
     x, y, xv, yv = client_tensors(cfg, root, pid)
-    atomic_write_bytes(path, save({"x": x.contiguous(), "y": y.contiguous(),
-                                   "xv": xv.contiguous(), "yv": yv.contiguous()}))
+    atomic_write_bytes(path, tensorfile.dumps({"x": x, "y": y, "xv": xv, "yv": yv},
+                                              {"format": "fedticket.partition/1"}))
     return x, y, xv, yv
 
 
 def _session(msg: Message, context: Context):
     """(cfg, ticket, partition id, data root, local state) for this node, storing a new setup."""
-    if SETUP in msg.content.array_records:
-        context.state[STATE_SETUP] = msg.content.array_records[SETUP]
-    if STATE_SETUP not in context.state.array_records:
-        raise RuntimeError("this client has no setup (config + mask); the server must send it "
-                           "with the client's first message")
-    setup = context.state.array_records[STATE_SETUP]
-    cfg, ticket = _ticket(bytes(setup["config"].data).decode(),
-                          bytes(setup["layout"].data).decode(), bytes(setup["mask"].data))
+    cfg, ticket = _ticket(*setup_of(msg, context))
     if cfg.sim.torch_threads:
         torch.set_num_threads(cfg.sim.torch_threads)
-    pid = int(context.node_config["partition-id"])
+    pid = int(context.node_config[protocol.PARTITION])
     # a real deployment may hold its data elsewhere: node_config "data-root" wins
     root = str(context.node_config.get("data-root", cfg.data.root))
-    local = None
-    if STATE_LOCAL in context.state.array_records:
-        local = wire.decode_floats_array(context.state.array_records[STATE_LOCAL]["scores"],
-                                         ticket.kept)
-    elif (store := _store(cfg, msg, context, pid)) is not None:
-        local = store.load_before(_round(msg))
+    local = context_local_state(context, ticket.kept)
+    if local is None and (store := _store(cfg, msg, context, pid)) is not None:
+        local = store.load_before(message_round(msg))
         if local is not None and local.numel() != ticket.kept:
             raise RuntimeError(f"local state in {store.dir} has {local.numel()} values, the "
                                f"ticket keeps {ticket.kept}; remove that folder")
     return cfg, ticket, pid, root, local
 
 
-def _round(msg: Message) -> int:
-    return int(msg.content.config_records["config"]["round"])
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Discovery: tell the server which data partition this node holds."""
-    metrics = MetricRecord({"partition-id": int(context.node_config["partition-id"]),
-                            "num-partitions": int(context.node_config["num-partitions"])})
-    return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+    return query_reply(msg, context)
 
 
 @app.train()
@@ -184,39 +167,20 @@ def train(msg: Message, context: Context) -> Message:
     """One local round: global payload in, local training, one wire payload out."""
     t0 = time.perf_counter()
     cfg, ticket, pid, root, local = _session(msg, context)
-    server_round = _round(msg)
-    learner = make_learner(cfg, ticket, pid, local)
-    learner.load_global(wire.get_array(msg.content, GLOBAL))
     x, y, _, _ = _client_data(cfg, root, pid, context)
-    t_train = time.perf_counter()
-    loss, steps = learner.train(x, y, server_round)
-    t_train = time.perf_counter() - t_train
-    update = learner.update(server_round)
-    state = learner.local_state()
-    if state is not None:
-        context.state[STATE_LOCAL] = ArrayRecord({"scores": wire.floats_array(state)})
-        if (store := _store(cfg, msg, context, pid)) is not None:
-            completed = int(msg.content.config_records["config"].get("completed-round", 0))
-            store.save(server_round, state, completed)
-    metrics = MetricRecord({"num-examples": int(len(y)), "round": server_round,
-                            "train-loss": float(loss), "train-steps": int(steps),
-                            "train-seconds": t_train,  # local optimisation only
-                            "client-seconds": time.perf_counter() - t0})  # + setup, data, codec
-    return Message(RecordDict({UPDATE: wire.record(update), METRICS: metrics}), reply_to=msg)
+    store = _store(cfg, msg, context, pid)
+
+    def keep(server_round: int, state: torch.Tensor) -> None:
+        completed = int(msg.content.config_records[protocol.CONFIG].get(protocol.COMPLETED, 0))
+        store.save(server_round, state, completed)
+
+    return train_reply(msg, context, cfg, ticket, pid, x, y, local, t0,
+                       on_state=keep if store is not None else None)
 
 
 @app.evaluate()
 def evaluate_personal(msg: Message, context: Context) -> Message:
     """Personalised accuracy: global mask (+ optional local steps) on the held-out split."""
     cfg, ticket, pid, root, local = _session(msg, context)
-    server_round = _round(msg)
-    learner = make_learner(cfg, ticket, pid, local)
-    learner.load_global(wire.get_array(msg.content, GLOBAL))
     x, y, xv, yv = _client_data(cfg, root, pid, context)
-    if cfg.eval.personalize_steps > 0:
-        learner.train(x, y, server_round + 100_000, max_steps=cfg.eval.personalize_steps,
-                      epochs=max(1, cfg.eval.personalize_steps))
-    acc, loss = evaluate(learner.eval_model(), xv, yv, cfg.eval.batch_size)
-    metrics = MetricRecord({"num-examples": int(len(yv)), "round": server_round,
-                            "accuracy": float(acc), "loss": float(loss)})
-    return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+    return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv)

@@ -103,10 +103,6 @@ def client_split(cfg, root: str, partition_id: int) -> ClientSplit:
     return ClientSplit(train=tr, val=va)
 
 
-def partition_sizes(cfg, root: str) -> list[int]:
-    return [len(client_split(cfg, root, p).train) for p in range(cfg.num_clients)]
-
-
 def client_tensors(cfg, root: str, partition_id: int):
     """(x_train, y_train, x_val, y_val) float/int64 tensors of one client."""
     images, labels = load_split(cfg.data.name, str(root), True)

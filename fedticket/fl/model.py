@@ -82,16 +82,42 @@ class Ticket:
         return self.mask.num_kept
 
 
+def make_ticket(model: nn.Module, mask: Mask, scale_by_density: bool) -> Ticket:
+    """Freeze ``model`` under ``mask``: pruned entries zeroed, kept ones optionally rescaled."""
+    mask.check(model)
+    apply_mask(model, mask)
+    if scale_by_density:
+        rescale_kept(model, mask)
+    return Ticket(model=model, mask=mask)
+
+
 def build_ticket(cfg, mask: Mask | None = None) -> Ticket:
     """Rebuild the ticket from the seed; compute the SynFlow mask when none is given (server)."""
     model = build_weights(cfg)
     if mask is None:
         mask = synflow_mask(cfg, model)
-    mask.check(model)
-    apply_mask(model, mask)
-    if cfg.model.scale_by_density:
-        rescale_kept(model, mask)
-    return Ticket(model=model, mask=mask)
+    return make_ticket(model, mask, cfg.model.scale_by_density)
+
+
+def user_ticket(model_fn, cfg, input_shape=None, mask: Mask | None = None,
+                dense: bool = False) -> Ticket:
+    """The ticket of a model fedticket does not ship: ``model_fn()`` built under ``cfg.seed``
+    (so server and clients hold the same frozen weights), SynFlow-pruned to ``cfg.density``
+    from ``input_shape`` on the server (``mask=None``), the received mask on a client."""
+    torch.manual_seed(int(cfg.seed))
+    model = model_fn()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the model factory must return a torch.nn.Module, got {type(model).__name__}")
+    if mask is None:
+        if dense or cfg.density >= 1.0:
+            mask = Mask.ones_like(model)
+        else:
+            if input_shape is None:
+                raise ValueError("input_shape (one example's shape, e.g. (1, 28, 28)) is needed "
+                                 "to prune the model with SynFlow")
+            mask = prune(model, "synflow", cfg.density, input_shape=tuple(input_shape),
+                         iterations=cfg.model.prune_iterations, seed=cfg.seed)
+    return make_ticket(model, mask, cfg.model.scale_by_density)
 
 
 def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -141,7 +167,3 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.train(was_training)
     return (correct / n if n else float("nan")), (loss / n if n else float("nan"))
 
-
-def float_state_names(model: nn.Module) -> list[str]:
-    """State entries that FedAvg averages: every floating-point parameter and buffer, in order."""
-    return [k for k, v in model.state_dict().items() if v.is_floating_point()]

@@ -8,6 +8,7 @@ builds a ServerApp around it with the already-validated config (:mod:`fedticket.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from datetime import datetime
@@ -18,13 +19,15 @@ from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedticket.config import to_dict
-from fedticket.core import Mask
+from fedticket.core.mask import Mask
 from fedticket.errors import UserError
 from fedticket.fl import checkpoint
 from fedticket.fl.config import FLConfig, config_from_run_config
 from fedticket.fl.dataset import resolve_root, test_tensors
+from fedticket.fl.history import History, RoundStats
+from fedticket.fl.methods import Method, make_method, method_class
 from fedticket.fl.model import build_ticket, build_weights, evaluate
-from fedticket.fl.strategy import RoundStats, TicketStrategy, make_strategy
+from fedticket.fl.strategy import TicketStrategy
 from fedticket.results import RunDir, plot_lines
 
 log = logging.getLogger("fedticket.fl")
@@ -35,6 +38,7 @@ rounds_log.setLevel(logging.INFO)
 
 ROUND_COLUMNS = ("round", "global_accuracy", "personalized_accuracy", "uplink_bytes",
                  "downlink_bytes", "client_train_seconds")
+RESULT_FILES = ("rounds.csv", "summary.json")
 
 
 def default_output_dir(cfg: FLConfig) -> Path:
@@ -42,11 +46,13 @@ def default_output_dir(cfg: FLConfig) -> Path:
 
 
 class Recorder:
-    """``evaluate_fn`` of the strategy: global accuracy each round, one CSV row, the progress bar."""
+    """``evaluate_fn`` of the strategy: global accuracy each round, one CSV row, the progress bar.
 
-    def __init__(self, cfg: FLConfig, strategy: TicketStrategy, run_dir: RunDir, x_test, y_test,
-                 quiet: bool, rows: list[dict] | None = None):
-        self.cfg, self.strategy, self.run_dir = cfg, strategy, run_dir
+    It reads the round's stats from the run's :class:`History` (the one ``start`` fills)."""
+
+    def __init__(self, cfg: FLConfig, method: Method, history: History, run_dir: RunDir,
+                 x_test, y_test, quiet: bool, rows: list[dict] | None = None):
+        self.cfg, self.method, self.history, self.run_dir = cfg, method, history, run_dir
         self.x_test, self.y_test = x_test, y_test
         self.rows: list[dict] = list(rows or [])   # a resumed run starts with the checkpoint's
         if self.rows:
@@ -60,9 +66,9 @@ class Recorder:
                             unit="round", leave=True)
 
     def __call__(self, server_round: int, arrays) -> None:
-        model = self.strategy.eval_model(arrays["payload"], server_round)
+        model = self.method.eval_model(arrays["payload"], server_round)
         acc, loss = evaluate(model, self.x_test, self.y_test, self.cfg.eval.batch_size)
-        st = self.strategy.stats.get(server_round)
+        st = self.history.rounds.get(server_round)
         row = {
             "round": server_round,
             "global_accuracy": round(acc, 6),
@@ -101,11 +107,11 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, run_dir: RunDir,
-                  wall: float, setup_seconds: float, resumed_at: int | None = None) -> dict:
-    rows = recorder.rows
+def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[dict],
+                  run_dir: RunDir, wall: float, setup_seconds: float,
+                  resumed_at: int | None = None) -> dict:
     trained = [r for r in rows if r["round"] > 0]
-    stats = [strategy.stats[r["round"]] for r in trained if r["round"] in strategy.stats]
+    stats = [history.rounds[r["round"]] for r in trained if r["round"] in history.rounds]
     up_per = [b for s in stats for b in s.uplink_per_reply]
     down_per = [b for s in stats for b in s.downlink_per_message]
     setup_total = sum(s.setup_bytes for s in stats)
@@ -117,22 +123,23 @@ def write_outputs(cfg: FLConfig, strategy: TicketStrategy, recorder: Recorder, r
         "dataset": cfg.data.name,
         "model": cfg.model.name,
         "partition": cfg.data.partition,
-        "density": cfg.density if cfg.method != "fedavg" else 1.0,
+        "density": 1.0 if method.dense else cfg.density,
         "num_clients": cfg.num_clients,
         "clients_per_round": cfg.clients_per_round,
         "rounds": len(trained),
         "seed": cfg.seed,
-        "kept_weights": strategy.ticket.kept,
-        "prunable_weights": strategy.ticket.mask.numel,
-        "uplink_values_per_client": strategy.uplink_values,
-        "uplink_kind": strategy.uplink_kind,
+        "kept_weights": method.ticket.kept,
+        "prunable_weights": method.ticket.mask.numel,
+        "uplink_values_per_client": method.uplink_values,
+        "uplink_kind": method.uplink_kind,
         "initial_global_accuracy": rows[0]["global_accuracy"] if rows else None,
         "final_global_accuracy": trained[-1]["global_accuracy"] if trained else None,
         "best_global_accuracy": max((r["global_accuracy"] for r in trained), default=None),
         "final_personalized_accuracy": personal[-1] if personal else None,
         "uplink_bytes_per_client_round": _mean(up_per),
         "downlink_bytes_per_client_round": (sum(down_per) - setup_total) / n_msgs if n_msgs else None,
-        "setup_downlink_bytes_per_client": (setup_total / max(1, len(strategy.has_setup))),
+        # every setup is the same record: its size, however many were sent (resumes included)
+        "setup_downlink_bytes_per_client": history.setup_bytes_per_client,
         "total_uplink_bytes": sum(r["uplink_bytes"] for r in trained),
         "total_downlink_bytes": sum(r["downlink_bytes"] for r in trained),
         "rejected_replies": sum(r["rejected"] for r in trained),
@@ -205,34 +212,61 @@ def run_server(grid: Grid, cfg: FLConfig, out_dir: str | Path, quiet: bool = Fal
         handler.close()
 
 
+def _nothing_to_do(cfg: FLConfig, run_dir: RunDir, ckpt) -> dict | None:
+    """A resume that asks for no new round changes nothing and returns the saved summary."""
+    if ckpt is None or ckpt.round < cfg.rounds:
+        return None
+    log.warning("fedticket: nothing to do: %d rounds already completed in %s (rounds=%d); "
+                "raise rounds to continue the run", ckpt.round, run_dir.path, cfg.rounds)
+    summary = run_dir.file("summary.json")
+    return json.loads(summary.read_text()) if summary.is_file() else {"rounds": ckpt.round}
+
+
+def check_results_folder(cfg: FLConfig, run_dir: RunDir, ckpt) -> None:
+    """A fresh run must not replace the results of another one (unless told to)."""
+    if ckpt is not None or getattr(cfg.server, "overwrite", False):
+        return
+    held = [name for name in RESULT_FILES if run_dir.file(name).exists()]
+    if held:
+        raise UserError(f"{run_dir.path} already holds results ({', '.join(held)}); choose "
+                        "another folder (--out DIR, or output_dir under flwr run), or replace "
+                        "them (fedticket fl run --overwrite; flwr run: server.overwrite=true)")
+
+
 def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
     ckpt = load_checkpoint(cfg, run_dir)
+    done = _nothing_to_do(cfg, run_dir, ckpt)
+    if done is not None:
+        return done
+    check_results_folder(cfg, run_dir, ckpt)
     run_dir.save_config(to_dict(cfg))
     run_dir.file("rounds.csv").unlink(missing_ok=True)  # rows are appended: start a reused folder clean
     if ckpt is not None:
         mask = ckpt.mask  # never re-prune on resume: the ticket must be the checkpointed one
     else:
-        # fedavg is dense: its "ticket" keeps every weight; the others prune with SynFlow (no data)
-        mask = Mask.ones_like(build_weights(cfg)) if cfg.method == "fedavg" else None
+        # a dense method's "ticket" keeps every weight; the others prune with SynFlow (no data)
+        mask = Mask.ones_like(build_weights(cfg)) if method_class(cfg.method).dense else None
     ticket = build_ticket(cfg, mask)
     x_test, y_test = test_tensors(cfg, cfg.data.root)
     key = checkpoint.fingerprint(cfg)
     # clients key their on-disk state by config *and* results folder: two runs of one config
     # in different folders (one with a fault, one without) must not share local state
     run_key = hashlib.sha256(f"{key}:{run_dir.path.resolve()}".encode()).hexdigest()[:16]
-    strategy = make_strategy(cfg, ticket, run_key=run_key)
-    prior_seconds, first_round, initial = 0.0, 1, strategy.initial_arrays()
+    method = make_method(cfg, ticket)
+    history = History()
+    prior_seconds, first_round = 0.0, 1
+    initial = ArrayRecord({"payload": method.initial_global()})
     if ckpt is not None:
-        strategy.stats = {r: RoundStats(**d) for r, d in ckpt.stats.items()}
+        history.rounds = {r: RoundStats(**d) for r, d in ckpt.stats.items()}
         payload = Array(dtype="uint8", shape=(len(ckpt.global_bytes),), stype=ckpt.global_stype,
                         data=ckpt.global_bytes)
         initial = ArrayRecord({"payload": payload})
         first_round, prior_seconds = ckpt.round + 1, ckpt.seconds
         log.warning("fedticket: resuming from %s at round %d of %d", run_dir.path, first_round,
                     cfg.rounds)
-    recorder = Recorder(cfg, strategy, run_dir, x_test, y_test, quiet,
+    recorder = Recorder(cfg, method, history, run_dir, x_test, y_test, quiet,
                         rows=ckpt.rows if ckpt is not None else None)
-    strategy.connect(grid)
+    strategy = TicketStrategy(cfg, method, run_key=run_key, history=history)
     setup_seconds = time.perf_counter() - t0
 
     def round_end(server_round: int, arrays: ArrayRecord) -> None:
@@ -242,19 +276,18 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
                 round=server_round, config=to_dict(cfg), mask=ticket.mask,
                 global_stype=payload.stype, global_bytes=bytes(payload.data),
                 rows=recorder.rows,
-                stats={r: checkpoint.stats_to_dict(s) for r, s in strategy.stats.items()
+                stats={r: checkpoint.stats_to_dict(s) for r, s in history.rounds.items()
                        if r <= server_round},
                 seconds=prior_seconds + time.perf_counter() - t0, fingerprint=key))
         if on_round_end is not None:
             on_round_end(server_round, arrays)
 
     try:
-        if first_round <= cfg.rounds:
-            strategy.start(grid, initial, num_rounds=cfg.rounds, evaluate_fn=recorder,
-                           first_round=first_round, on_round_end=round_end)
+        history = strategy.start(grid, initial, num_rounds=cfg.rounds, evaluate_fn=recorder,
+                                 first_round=first_round, on_round_end=round_end)
     finally:
         recorder.close()
-    return write_outputs(cfg, strategy, recorder, run_dir,
+    return write_outputs(cfg, method, history, recorder.rows, run_dir,
                          prior_seconds + time.perf_counter() - t0, setup_seconds,
                          resumed_at=first_round if ckpt is not None else None)
 
@@ -279,3 +312,14 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("fedticket.fl").warning(
         "fedticket: final global accuracy %.4f, uplink %.0f bytes per client per round",
         summary["final_global_accuracy"], summary["uplink_bytes_per_client_round"])
+
+
+def run_in_process(cfg: FLConfig, out_dir: str | Path, quiet: bool = True,
+                   on_round_end=None) -> dict:
+    """The same run with no engine: the real ClientApp answers in this process (an in-memory
+    Grid, one node per partition). For tests and the engine-overhead benchmark."""
+    from fedticket.fl.client_app import app as client_app
+    from fedticket.fl.memgrid import InMemoryGrid
+
+    grid = InMemoryGrid.for_partitions(client_app, cfg.num_clients)
+    return run_server(grid, cfg, out_dir, quiet=quiet, on_round_end=on_round_end)

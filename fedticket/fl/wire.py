@@ -3,10 +3,10 @@
 A payload is one Flower ``Array`` of raw bytes (``dtype="uint8"``, our own ``stype``) inside an
 ``ArrayRecord``: no pickles, no ``.npy`` headers. Two kinds:
 
-* ``fedticket.bits``  core's :func:`~fedticket.core.encode_bits`: an 8-byte header (magic ``FT``,
-  version, flags, bit count) + ``ceil(n/8)`` packed bytes. Masks and signs.
-* ``fedticket.f32``   an 8-byte header (magic ``FF``, version, flags, count) + ``4n`` bytes of
-  little-endian float32. Dense / subnetwork weights, scores, FedPM probabilities.
+* ``fedticket.bits``  core's :func:`~fedticket.core.encode_bits`: core's 8-byte header (magic
+  ``FT``, version, flags, bit count) + ``ceil(n/8)`` packed bytes. Masks and signs.
+* ``fedticket.f32``   the same header (magic ``FF``, count) + ``4n`` bytes of little-endian
+  float32. Dense / subnetwork weights, scores, FedPM probabilities.
 
 Everything a receiver reads is validated (kind, length, header, finiteness); a bad payload raises
 :class:`MalformedPayload` whose message is the reason the server logs when it drops a reply.
@@ -15,20 +15,15 @@ Byte counts are ``len(array.data)`` summed over the ArrayRecords actually sent o
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from fedticket.core import HEADER_BYTES, decode_bits, encode_bits
+from fedticket.core.codec import decode_bits, encode_bits, pack_header, read_header
 
 BITS = "fedticket.bits"
 F32 = "fedticket.f32"
-_F32_HEADER = struct.Struct("<2sBBI")
 _F32_MAGIC = b"FF"
-_VERSION = 1
-assert _F32_HEADER.size == HEADER_BYTES  # both payload kinds carry the same 8-byte header
 
 
 class MalformedPayload(ValueError):
@@ -42,7 +37,7 @@ def bits_array(bits: torch.Tensor) -> Array:
 
 def floats_array(values: torch.Tensor) -> Array:
     v = torch.as_tensor(values).detach().reshape(-1).to(torch.float32).cpu().numpy()
-    blob = _F32_HEADER.pack(_F32_MAGIC, _VERSION, 0, v.size) + v.astype("<f4").tobytes()
+    blob = pack_header(_F32_MAGIC, v.size) + v.astype("<f4").tobytes()
     return Array(dtype="uint8", shape=(len(blob),), stype=F32, data=blob)
 
 
@@ -76,14 +71,12 @@ def decode_bits_array(array, n: int) -> torch.Tensor:
 def decode_floats_array(array, n: int) -> torch.Tensor:
     """Flat float32 tensor of exactly ``n`` finite values, or MalformedPayload."""
     data = _check_array(array, F32)
-    if len(data) < _F32_HEADER.size:
-        raise MalformedPayload(f"float payload too short ({len(data)} bytes) for its header")
-    magic, version, _flags, count = _F32_HEADER.unpack_from(data)
-    if magic != _F32_MAGIC or version != _VERSION:
-        raise MalformedPayload("float payload has a foreign header")
+    try:
+        _flags, count, body = read_header(data, _F32_MAGIC, "float")
+    except ValueError as e:
+        raise MalformedPayload(str(e)) from None
     if count != n:
         raise MalformedPayload(f"float payload carries {count} values, expected {n}")
-    body = data[_F32_HEADER.size:]
     if len(body) != 4 * n:
         raise MalformedPayload(f"float payload body has {len(body)} bytes, expected {4 * n}")
     v = np.frombuffer(body, dtype="<f4").astype(np.float32)

@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 
 from fedticket.fl import client_app as real
 from fedticket.fl import wire
-from fedticket.fl.strategy import METRICS, UPDATE
+from fedticket.fl.protocol import METRICS, UPDATE
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -9,7 +9,9 @@ import torch
 
 from fedticket.core import HEADER_BYTES
 from fedticket.fl import wire
-from fedticket.fl.strategy import beta_posterior_theta, weighted_majority_vote, weighted_mean
+from fedticket.fl.methods.fedavg import weighted_mean
+from fedticket.fl.methods.fedpm import beta_posterior_theta
+from fedticket.fl.methods.hidenseek import weighted_majority_vote
 
 T, F = True, False
 

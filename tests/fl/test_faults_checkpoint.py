@@ -1,8 +1,8 @@
-"""Faults, membership and checkpoints, driven in-process through a fake Grid.
+"""Faults, membership and checkpoints, driven in-process through the in-memory Grid.
 
-The fake Grid routes each message to the real ClientApp handlers; a "dead" node simply never
-answers (what a SIGKILLed SuperNode looks like to the server until its heartbeat expires), a
-"failing" node answers with a Flower error. The real-process version is tests/e2e/test_deploy_e2e.py.
+The Grid routes each message to the real ClientApp; a "silent" node never answers (what a
+SIGKILLed SuperNode looks like to the server until its heartbeat expires), a "failing" node
+answers with a Flower error. The real-process version is tests/e2e/test_deploy_e2e.py.
 """
 
 from __future__ import annotations
@@ -12,77 +12,36 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Context, RecordDict
 
-from fedticket.core import Mask
+from fedticket.core.mask import Mask
 from fedticket.errors import ConfigError, UserError
 from fedticket.fl import checkpoint, client_app
 from fedticket.fl.config import config_from_run_config
+from fedticket.fl.memgrid import InMemoryGrid
 from fedticket.fl.model import build_ticket
 from fedticket.fl.strategy import make_strategy
 
 NODE0 = 5000
 
 
-@pytest.fixture(autouse=True)
-def _task_identity():
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-
-
-class FakeGrid:
-    """Routes messages to the real handlers; ``dead`` nodes never reply, ``failing`` ones error."""
+class FakeGrid(InMemoryGrid):
+    """The in-memory Grid, also recording the timeout of every phase."""
 
     def __init__(self, cfg, parts=None):
-        self.cfg = cfg
-        parts = parts or cfg.num_clients
-        self.contexts = {NODE0 + 11 * p: self._context(NODE0 + 11 * p, p, parts)
-                         for p in range(cfg.num_clients)}
-        self.online = set(self.contexts)
-        self.dead: set[int] = set()
-        self.failing: set[int] = set()
-        self.sent: list[Message] = []
+        super().__init__(client_app.app, {NODE0 + 11 * p: p for p in range(cfg.num_clients)},
+                         num_partitions=parts or cfg.num_clients)
         self.timeouts: list[float] = []
-
-    def _context(self, node, pid, parts):
-        return Context(run_id=1, node_id=node, node_config={"partition-id": pid,
-                                                            "num-partitions": parts},
-                       state=RecordDict(), run_config={})
-
-    def restart(self, node):
-        """A fresh process for the node: its Context.state (setup, local scores) is gone."""
-        old = self.contexts[node]
-        self.contexts[node] = self._context(node, old.node_config["partition-id"],
-                                            old.node_config["num-partitions"])
-        self.dead.discard(node)
-
-    def get_node_ids(self):
-        return sorted(self.online)
 
     def send_and_receive(self, messages, *, timeout=None):
         self.timeouts.append(timeout)
-        replies = []
-        for m in messages:
-            self.sent.append(m)
-            node = m.metadata.dst_node_id
-            if node in self.dead:
-                continue
-            if node in self.failing:
-                replies.append(Message(Error(code=1, reason="device lost power"), reply_to=m))
-                continue
-            handler = {"query": client_app.query, "train": client_app.train,
-                       "evaluate": client_app.evaluate_personal}[m.metadata.message_type]
-            try:
-                replies.append(handler(m, self.contexts[node]))
-            except Exception as e:  # what Flower turns a ClientApp exception into
-                replies.append(Message(Error(code=2, reason=str(e)), reply_to=m))
-        return replies
+        return super().send_and_receive(messages, timeout=timeout)
 
 
 def _strategy(cfg, grid):
     ticket = build_ticket(cfg, None)
     s = make_strategy(cfg, ticket, run_key=checkpoint.fingerprint(cfg))
-    s.connect(grid)
+    s.members.connect(grid)
     return s
 
 
@@ -91,26 +50,26 @@ def test_dead_node_is_logged_by_id_and_takes_part_again(tiny, caplog):
                "server.query_timeout=1", "server.train_timeout=2")
     grid = FakeGrid(cfg)
     s = _strategy(cfg, grid)
-    victim = s.nodes[1]
+    victim = s.members.nodes[1]
     ends = []
 
     def on_end(r, arrays):
         ends.append(r)
         if r == 1:
-            grid.dead.add(victim)          # dies during round 2
+            grid.silent.add(victim)          # dies during round 2
         if r == 2:
             grid.restart(victim)           # comes back before round 3
 
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         s.start(grid, s.initial_arrays(), num_rounds=3, on_round_end=on_end)
     assert ends == [1, 2, 3]
-    assert [s.stats[r].accepted for r in (1, 2, 3)] == [4, 3, 4]
-    assert s.stats[2].missing == [1]
+    assert [s.history.rounds[r].accepted for r in (1, 2, 3)] == [4, 3, 4]
+    assert s.history.rounds[2].missing == [1] and s.history.rounds[2].rejected == 0
     assert f"round 2: client 1 (node {victim}) sent no training reply" in caplog.text
     assert f"client 1 (node {victim}) answers again" in caplog.text
     # the restarted process lost its setup: round 3 sends it again, to that node only
-    assert s.stats[3].setup_bytes > 0
-    assert s.stats[3].setup_bytes * 4 == s.stats[1].setup_bytes
+    assert s.history.rounds[3].setup_bytes > 0
+    assert s.history.rounds[3].setup_bytes * 4 == s.history.rounds[1].setup_bytes
     assert grid.timeouts.count(cfg.server.train_timeout) == 3
 
 
@@ -118,10 +77,11 @@ def test_error_reply_is_a_missing_reply_with_its_reason(tiny, caplog):
     cfg = tiny("rounds=1", "clients_per_round=4", "eval.personal_every=0")
     grid = FakeGrid(cfg)
     s = _strategy(cfg, grid)
-    grid.failing.add(s.nodes[2])
+    grid.failing[s.members.nodes[2]] = "device lost power"
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         s.start(grid, s.initial_arrays(), num_rounds=1)
-    assert s.stats[1].accepted == 3 and s.stats[1].missing == [2]
+    assert s.history.rounds[1].accepted == 3 and s.history.rounds[1].missing == [2]
+    assert s.history.rounds[1].rejected == 0     # rejected counts bad replies only
     assert "device lost power" in caplog.text
 
 
@@ -130,11 +90,11 @@ def test_too_few_replies_keep_the_global_model(tiny):
                "server.min_train_replies=4")
     grid = FakeGrid(cfg)
     s = _strategy(cfg, grid)
-    grid.dead.add(s.nodes[0])
+    grid.silent.add(s.members.nodes[0])
     first = s.initial_arrays()
-    out = s.start(grid, first, num_rounds=1)
+    out = s.start(grid, first, num_rounds=1).arrays
     assert bytes(out["payload"].data) == bytes(first["payload"].data)
-    assert s.stats[1].accepted == 3
+    assert s.history.rounds[1].accepted == 3
 
 
 def test_round_waits_bounded_for_min_available_nodes(tiny):

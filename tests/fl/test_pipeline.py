@@ -1,5 +1,6 @@
-"""The real ClientApp handlers and strategies, driven in-process (no Ray): bytes, robustness,
-pruned positions, determinism. The same code runs under Flower's engine in tests/e2e."""
+"""The real ClientApp handlers and strategies, driven in-process through the in-memory Grid (no
+Ray): bytes, robustness, pruned positions, determinism. The same code runs under Flower's engine
+in tests/e2e."""
 
 from __future__ import annotations
 
@@ -8,52 +9,60 @@ import math
 
 import pytest
 import torch
-from flwr.app import Array, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Array, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedticket.core import HEADER_BYTES, Mask
+from fedticket.core.codec import HEADER_BYTES
+from fedticket.core.mask import Mask
 from fedticket.fl import client_app, wire
+from fedticket.fl.memgrid import InMemoryGrid
 from fedticket.fl.model import build_ticket, build_weights
-from fedticket.fl.plain import run_plain
-from fedticket.fl.strategy import METRICS, UPDATE, make_strategy
+from fedticket.fl.protocol import METRICS, UPDATE
+from fedticket.fl.server_app import run_in_process
+from fedticket.fl.strategy import make_strategy
 
-NODE0 = 1000  # node ids differ from partition ids on purpose
 
+class CorruptingGrid(InMemoryGrid):
+    """The in-memory Grid with a hook that may replace a node's training reply
+    (``corrupt(pid, reply, msg)``) before the server sees it; keeps the training replies."""
 
-@pytest.fixture(autouse=True)
-def _task_identity():
-    # Messages need a run identity; inside Flower's engine the runtime sets it.
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
+    corrupt = None
+
+    def deliver(self, message):
+        reply = super().deliver(message)
+        if reply is None or message.metadata.message_type != "train":
+            return reply
+        if self.corrupt is not None:
+            pid = self.contexts[message.metadata.dst_node_id].node_config["partition-id"]
+            reply = self.corrupt(pid, reply, message)
+        self.train_replies.append(reply)
+        return reply
 
 
 class Harness:
-    """Server strategy + one Context per virtual client, talking through the real handlers."""
+    """The strategy's own loop over the real ClientApps, one round per call."""
 
     def __init__(self, cfg):
         self.cfg = cfg
         mask = Mask.ones_like(build_weights(cfg)) if cfg.method == "fedavg" else None
         self.ticket = build_ticket(cfg, mask)
-        self.nodes = {p: NODE0 + 7 * p for p in range(cfg.num_clients)}
-        self.strategy = make_strategy(cfg, self.ticket, self.nodes)
+        self.grid = CorruptingGrid.for_partitions(client_app.app, cfg.num_clients)
+        self.strategy = make_strategy(cfg, self.ticket)
         self.arrays = self.strategy.initial_arrays()
-        self.strategy.begin(self.arrays)
-        self.contexts = {
-            n: Context(run_id=1, node_id=n, node_config={"partition-id": p,
-                                                         "num-partitions": cfg.num_clients},
-                       state=RecordDict(), run_config={})
-            for p, n in self.nodes.items()}
+        self.contexts = self.grid.contexts
+
+    @property
+    def nodes(self):
+        return self.strategy.members.nodes
 
     def round(self, r, corrupt=None):
-        msgs = list(self.strategy.configure_train(r, self.arrays, ConfigRecord(), None))
-        replies = []
-        for m in msgs:
-            reply = client_app.train(m, self.contexts[m.metadata.dst_node_id])
-            pid = self.strategy.pid_of[m.metadata.dst_node_id]
-            replies.append(corrupt(pid, reply, m) if corrupt else reply)
-        new, _ = self.strategy.aggregate_train(r, replies)
-        if new is not None:
-            self.arrays = new
-        return replies
+        """Run round ``r``; returns the training replies the clients sent."""
+        self.grid.corrupt, self.grid.train_replies = corrupt, []
+        self.arrays = self.strategy.start(self.grid, self.arrays, num_rounds=r,
+                                          first_round=r).arrays
+        return self.grid.train_replies
+
+    def stats(self, r):
+        return self.strategy.history.rounds[r]
 
 
 SUPERMASK = ["hidenseek", "binary-mask", "fedpm"]
@@ -68,12 +77,12 @@ def test_uplink_is_ceil_kept_over_8_plus_header(tiny, method):
     assert expected == math.ceil(kept / 8) + 8
     sizes = [wire.payload_nbytes(r.content) for r in replies]
     assert sizes == [expected] * tiny().clients_per_round
-    st = h.strategy.stats[1]
+    st = h.stats(1)
     assert st.uplink_per_reply == sizes and st.uplink_bytes == sum(sizes) and st.rejected == 0
     # the vote methods send the same packed size back down (plus the one-time setup)
     if method != "fedpm":
         h.round(2)
-        st2 = h.strategy.stats[2]
+        st2 = h.stats(2)
         assert sum(st2.downlink_per_message) - st2.setup_bytes == \
             expected * len(st2.downlink_per_message)
 
@@ -115,7 +124,7 @@ def test_malformed_replies_are_rejected_and_round_goes_on(tiny, caplog):
 
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         h.round(1, corrupt)
-    st = h.strategy.stats[1]
+    st = h.stats(1)
     assert (st.accepted, st.rejected) == (1, 5)
     text = caplog.text
     for reason in ("expected %d" % kept, "kind", "dtype", "missing MetricRecord",
@@ -128,20 +137,20 @@ def test_malformed_replies_are_rejected_and_round_goes_on(tiny, caplog):
 
 def test_nan_and_wrong_round_rejected_for_float_uplink(tiny, caplog):
     h = Harness(tiny("method=fedavg", "clients_per_round=3"))
-    n = h.strategy.uplink_values
+    n = h.strategy.method.uplink_values
 
     def corrupt(pid, reply, msg):
-        if pid == h.strategy.stats[1].sampled[0]:
+        if pid == h.stats(1).sampled[0]:
             v = torch.zeros(n)
             v[3] = float("nan")
             reply.content.array_records[UPDATE]["payload"] = wire.floats_array(v)
-        elif pid == h.strategy.stats[1].sampled[1]:
+        elif pid == h.stats(1).sampled[1]:
             reply.content.metric_records[METRICS]["round"] = 7
         return reply
 
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         h.round(1, corrupt)
-    assert (h.strategy.stats[1].accepted, h.strategy.stats[1].rejected) == (1, 2)
+    assert (h.stats(1).accepted, h.stats(1).rejected) == (1, 2)
     assert "NaN/inf" in caplog.text and "for round 7" in caplog.text
     assert torch.isfinite(wire.decode_floats_array(h.arrays["payload"], n)).all()
 
@@ -151,16 +160,15 @@ def test_pruned_positions_never_become_nonzero(tiny, method):
     h = Harness(tiny(f"method={method}", "train.max_steps=20"))
     for r in (1, 2):
         h.round(r)
-        model = h.strategy.eval_model(h.arrays["payload"], r)
+        model = h.strategy.method.eval_model(h.arrays["payload"], r)
         params = dict(model.named_parameters())
         for name, m in h.ticket.mask.items():
             assert m.sum() < m.numel()  # something is pruned
             assert torch.count_nonzero(params[name].detach()[~m]) == 0, (method, name)
     # and clients' own models: personalised evaluation path
-    msgs = list(h.strategy.configure_evaluate(2, h.arrays, ConfigRecord(), None))
+    msgs = list(h.strategy.configure_evaluate(2, h.arrays, ConfigRecord(), h.grid))
     assert msgs
-    for m in msgs:
-        reply = client_app.evaluate_personal(m, h.contexts[m.metadata.dst_node_id])
+    for reply in h.grid.send_and_receive(msgs):
         acc = reply.content.metric_records[METRICS]["accuracy"]
         assert 0.0 <= acc <= 1.0
 
@@ -174,13 +182,20 @@ def test_client_state_survives_rounds_in_context(tiny):
     # the setup (config + packed mask) is sent once: round 2 messages carry only the signs
     h.round(2)
     kept = h.ticket.kept
-    assert set(h.strategy.stats[2].downlink_per_message) == {math.ceil(kept / 8) + 8}
-    assert h.strategy.stats[2].setup_bytes == 0 and h.strategy.stats[1].setup_bytes > 0
+    assert set(h.stats(2).downlink_per_message) == {math.ceil(kept / 8) + 8}
+    assert h.stats(2).setup_bytes == 0 and h.stats(1).setup_bytes > 0
 
 
-def test_same_seed_same_numbers(tiny):
-    a = run_plain(tiny("method=hidenseek"), evaluate_every=1)
-    b = run_plain(tiny("method=hidenseek"), evaluate_every=1)
-    c = run_plain(tiny("method=hidenseek", "seed=1"), evaluate_every=1)
-    assert a["accuracy"] == b["accuracy"]
-    assert a["accuracy"] != c["accuracy"]
+def test_same_seed_same_numbers(tiny, tmp_path):
+    def accs(name, *extra):
+        run_in_process(tiny("method=hidenseek", f"output_dir={tmp_path / name}", *extra),
+                       tmp_path / name)
+        return (tmp_path / name / "rounds.csv").read_text().splitlines()
+
+    def col(lines, name):
+        i = lines[0].split(",").index(name)
+        return [row.split(",")[i] for row in lines[1:]]
+
+    a, b, c = accs("a"), accs("b"), accs("c", "seed=1")
+    assert col(a, "global_accuracy") == col(b, "global_accuracy")
+    assert col(a, "global_accuracy") != col(c, "global_accuracy")

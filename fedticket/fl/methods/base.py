@@ -1,0 +1,120 @@
+"""What every method is made of: a :class:`Method` (payload kind, server aggregation, the
+server's evaluation model) and its client half, a :class:`Learner` (load the global payload,
+train, emit the update, expose a personal evaluation model).
+
+Both halves start from the same frozen ticket (the seed's weights + the SynFlow mask) and the
+run config. The strategy and the ClientApp only talk to these two classes, so a new method is one
+file in this package plus one line in its registry (``fedticket/fl/methods/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from flwr.app import Array
+from torch import nn
+
+from fedticket.fl import wire
+from fedticket.fl.model import Ticket, train_epochs
+
+
+def client_seed(cfg, server_round: int, partition_id: int, phase: int) -> int:
+    """One seed per (run seed, round, client, phase): reruns repeat every random draw."""
+    return (cfg.seed * 1_000_003 + server_round * 10_007 + partition_id * 101 + phase) % (2**63)
+
+
+def plain_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` holding ``state``, in eval mode: what gets evaluated."""
+    m = copy.deepcopy(model)
+    m.load_state_dict(state)
+    return m.eval()
+
+
+class Learner:
+    """Client half: the global payload in, local training, one payload out."""
+
+    def __init__(self, cfg, ticket: Ticket, partition_id: int,
+                 local_state: torch.Tensor | None = None):
+        self.cfg = cfg
+        self.ticket = ticket
+        self.partition_id = partition_id
+
+    def load_global(self, array: Array) -> None:
+        raise NotImplementedError
+
+    def module(self) -> nn.Module:
+        """The module trained (and used in forward)."""
+        raise NotImplementedError
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def train(self, x, y, server_round: int, max_steps: int | None = None,
+              epochs: int | None = None) -> tuple[float, int]:
+        torch.manual_seed(client_seed(self.cfg, server_round, self.partition_id, 1))
+        g = torch.Generator().manual_seed(client_seed(self.cfg, server_round, self.partition_id, 2))
+        opt = self.optimizer()
+        hook = self._hook(opt)
+        try:
+            return train_epochs(self.module(), opt, x, y, epochs=epochs or self.cfg.train.local_epochs,
+                                batch_size=self.cfg.train.batch_size, generator=g,
+                                max_steps=self.cfg.train.max_steps if max_steps is None else max_steps)
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _hook(self, opt):
+        return None
+
+    def update(self, server_round: int) -> Array:
+        raise NotImplementedError
+
+    def eval_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def local_state(self) -> torch.Tensor | None:
+        """State that must outlive the round (kept in the node's Context.state), or None."""
+        return None
+
+
+class Method:
+    """Server half and payload kind of one method; ``learner`` builds its client half.
+
+    ``dense=True``: the ticket keeps every weight (no SynFlow pruning, density reported as 1).
+    """
+
+    name = ""
+    uplink_kind = wire.BITS
+    dense = False
+
+    def __init__(self, cfg, ticket: Ticket):
+        self.cfg = cfg
+        self.ticket = ticket
+
+    # ---- payload ----------------------------------------------------------------------------
+    @property
+    def uplink_values(self) -> int:
+        """Number of entries (bits or floats) in one client update."""
+        return self.ticket.kept
+
+    def decode_update(self, array) -> torch.Tensor:
+        """A client's update as a flat tensor, or wire.MalformedPayload with the reason."""
+        if self.uplink_kind == wire.BITS:
+            return wire.decode_bits_array(array, self.uplink_values)
+        return wire.decode_floats_array(array, self.uplink_values)
+
+    # ---- server -----------------------------------------------------------------------------
+    def initial_global(self) -> Array:
+        raise NotImplementedError
+
+    def aggregate(self, server_round: int, updates: list[torch.Tensor], weights: list[int],
+                  current: Array) -> Array:
+        raise NotImplementedError
+
+    def eval_model(self, global_array: Array, server_round: int) -> nn.Module:
+        raise NotImplementedError
+
+    # ---- client -----------------------------------------------------------------------------
+    def learner(self, partition_id: int, local_state: torch.Tensor | None = None) -> Learner:
+        raise NotImplementedError

@@ -1,0 +1,100 @@
+"""FedPM (Isik et al., 2023): a Bernoulli mask over the frozen ticket.
+
+Clients train logits of keep-probabilities with sampled masks and send one packed mask sample
+(``fedticket.bits``); the server resets a Beta(prior, prior) each round, updates it with the
+samples and sends the posterior's keep-probabilities back as ``fedticket.f32``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from fedticket.core.supermask import SupermaskNet
+from fedticket.fl import wire
+from fedticket.fl.methods.base import Learner, Method, client_seed, plain_copy
+from fedticket.fl.model import make_optimizer
+
+
+def beta_posterior_theta(samples: Sequence[torch.Tensor], prior: float, clip: float) -> torch.Tensor:
+    """Beta(prior, prior) reset every round, updated with the clients' mask samples.
+
+    Returns the posterior mode (alpha-1)/(alpha+beta-2) (the mean when the mode is undefined),
+    clipped to [clip, 1-clip] so the clients' logits stay finite.
+    """
+    k = len(samples)
+    ones = torch.zeros(samples[0].numel(), dtype=torch.float64)
+    for s in samples:
+        ones += s.reshape(-1).double()
+    alpha = prior + ones
+    beta = prior + (k - ones)
+    if 2 * prior + k > 2 and prior >= 1:
+        theta = (alpha - 1) / (alpha + beta - 2)
+    else:
+        theta = alpha / (alpha + beta)
+    return theta.clamp(clip, 1 - clip).float()
+
+
+def _bernoulli_net(cfg, ticket) -> SupermaskNet:
+    return SupermaskNet(ticket.model, ticket.mask, kind="bernoulli", score_init="ones",
+                        seed=cfg.seed, bernoulli_eval=cfg.fedpm.eval_mask)
+
+
+class FedPMLearner(Learner):
+    """scores = logit(global theta); train with sampled masks; send one packed sample."""
+
+    def __init__(self, cfg, ticket, partition_id, local_state=None):
+        super().__init__(cfg, ticket, partition_id)
+        self.net = _bernoulli_net(cfg, ticket)
+
+    def load_global(self, array) -> None:
+        theta = wire.decode_floats_array(array, self.net.num_kept)
+        self.net.load_probabilities(theta, eps=self.cfg.fedpm.clip)
+
+    def module(self):
+        return self.net
+
+    def optimizer(self):
+        return make_optimizer(self.net.scores.parameters(), self.cfg, self.cfg.train.lr)
+
+    def train(self, x, y, server_round, max_steps=None, epochs=None):
+        self.net.set_sample_seed(client_seed(self.cfg, server_round, self.partition_id, 4))
+        return super().train(x, y, server_round, max_steps, epochs)
+
+    def update(self, server_round):
+        self.net.set_sample_seed(client_seed(self.cfg, server_round, self.partition_id, 5))
+        return wire.bits_array(self.net.mask_bits())
+
+    def eval_model(self):
+        self.net.set_sample_seed(client_seed(self.cfg, 0, self.partition_id, 6))
+        self.net.eval()
+        m = plain_copy(self.ticket.model, self.net.effective_state_dict())
+        self.net.train()
+        return m
+
+
+class FedPMMethod(Method):
+    name = "fedpm"
+
+    @cached_property
+    def _net(self) -> SupermaskNet:
+        return _bernoulli_net(self.cfg, self.ticket)
+
+    def initial_global(self):
+        return wire.floats_array(torch.full((self.ticket.kept,), self.cfg.fedpm.theta_init))
+
+    def aggregate(self, server_round, updates, weights, current):
+        return wire.floats_array(beta_posterior_theta(updates, self.cfg.fedpm.prior,
+                                                      self.cfg.fedpm.clip))
+
+    def eval_model(self, global_array, server_round):
+        theta = wire.decode_floats_array(global_array, self.ticket.kept)
+        self._net.load_probabilities(theta, eps=self.cfg.fedpm.clip)
+        self._net.set_sample_seed(self.cfg.seed * 1_000_003 + server_round)
+        self._net.eval()
+        return plain_copy(self.ticket.model, self._net.effective_state_dict())
+
+    def learner(self, partition_id, local_state=None):
+        return FedPMLearner(self.cfg, self.ticket, partition_id)
