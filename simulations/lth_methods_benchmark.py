@@ -43,7 +43,7 @@ from fedticket.core import (
     rewind_weights,
     sap_prune_fraction,
 )
-from fedticket.data import resolve_data_root
+from fedticket.datasets import resolve_data_root
 from fedticket.lth.data import load_splits
 from fedticket.lth.train import Batches, TrainSpec, accuracy, train
 from fedticket.models import build_model

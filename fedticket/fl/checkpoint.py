@@ -22,7 +22,6 @@ A round is *completed* when its checkpoint is on disk; resuming redoes the round
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from typing import Any
 
 import torch
 
-from fedticket.config import to_dict
+from fedticket.config import fingerprint as config_fingerprint
+from fedticket.config import flatten, result_keys, to_dict
 from fedticket.core import tensorfile
 from fedticket.core.mask import Mask
 from fedticket.errors import UserError
@@ -41,30 +41,16 @@ FORMAT_TAG = "fedticket.fl-checkpoint/2"
 _MASK = "mask."
 FILENAME = "checkpoint.safetensors"
 
-# keys that may change between the interrupted run and its resumption without changing results
-RESUMABLE_KEYS = ("rounds", "output_dir", "data.root", "data.download", "server.", "sim.",
-                  "eval.batch_size")
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _relevant(cfg_dict: dict) -> dict[str, Any]:
-    return {k: v for k, v in _flat(cfg_dict).items()
-            if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)}
+    """The result-changing keys (schema metadata ``results``) and their values."""
+    from fedticket.fl.config import FLConfig
+
+    flat = flatten(cfg_dict)
+    return {k: flat[k] for k in result_keys(FLConfig) if k in flat}
 
 
-def fingerprint(cfg) -> str:
-    """Hash of every config key that changes results (not rounds, paths, timeouts, resources)."""
-    text = json.dumps(_relevant(to_dict(cfg)), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# the run's identity comes from the schema, like every other side's
+fingerprint = config_fingerprint
 
 
 @dataclass

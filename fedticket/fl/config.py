@@ -157,6 +157,10 @@ class ServerConfig:
         False, "Continue the run whose checkpoint is in the results folder at the round after "
                "the last completed one (same config; rounds may grow). Without a checkpoint "
                "the run starts at round 1.")
+    overwrite: bool = _f(
+        False, "Replace the results already in the results folder (rounds.csv, summary.json, "
+               "plots) with a fresh run. Default: a folder holding results is refused before "
+               "round 1. `fedticket fl run --overwrite` sets this.")
     client_state_dir: str | None = _f(
         None, "Folder where clients keep their own local state (score magnitudes) per run and "
               "round, so a resumed run continues it exactly. A SuperNode's node config "

@@ -108,7 +108,7 @@ def preflight(args) -> tuple[FLConfig, Path]:
                         "pass --out DIR (or set output_dir)")
     out = Path(args.out) if getattr(args, "out", None) else (
         Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
-    overwrite = bool(getattr(args, "overwrite", False))
+    overwrite = bool(getattr(args, "overwrite", False)) or cfg.server.overwrite
     if overwrite and cfg.server.resume:
         raise UserError("--overwrite replaces the results in --out, server.resume=true continues "
                         "them; choose one")

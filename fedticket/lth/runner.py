@@ -39,7 +39,7 @@ from fedticket.core.mask import Mask
 from fedticket.core.pqi import pq_report
 from fedticket.core.prune import mask_from_scores
 from fedticket.core.selection import prunable_parameters
-from fedticket.data import resolve_data_root
+from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
 from fedticket.lth.config import LTHConfig
 from fedticket.lth.data import load_splits
