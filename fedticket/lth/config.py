@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fedticket.config import option, section
 from fedticket.errors import ConfigError
 from fedticket.lth.train import TrainSpec
 
@@ -22,13 +23,23 @@ def _h(text: str) -> dict:
 
 
 @dataclass
+class DataConfig:
+    root: str | None = option(None, "data folder (null = --data-root, $FEDTICKET_DATA, ./data); "
+                              "the same key as on the FL and graph sides", results=False)
+
+
+@dataclass
 class LTHConfig:
+    # one name per concept on every side: the old names say where they went
+    MOVED_KEYS = {"data_root": "renamed data.root (as on the FL and graph sides): data: {root: DIR}",
+                  "num_threads": "renamed torch_threads (null = torch's default; was 0)"}
+
     name: str = field(default="lth", metadata=_h("run name; the default results folder is runs/lth/<name>"))
     model: Literal["lenet300", "conv4", "conv6", "vgg16", "resnet18"] = field(
         default="lenet300", metadata=_h("network (fedticket.models)"))
     dataset: Literal["fashionmnist", "fashion-mnist", "mnist", "cifar10"] = field(
         default="fashionmnist", metadata=_h("vision dataset (fedticket.datasets)"))
-    data_root: str = field(default="", metadata=_h("data folder ('' = --data-root, $FEDTICKET_DATA, ./data)"))
+    data: DataConfig = section(DataConfig, "where the data is", results=False)
     val_size: int = field(default=5000, metadata=_h("validation images held out of the training split"))
     train_subset: int = field(default=0, metadata=_h("keep only this many training images (0 = all)"))
     test_subset: int = field(default=0, metadata=_h("keep only the first N test images (0 = all)"))
@@ -40,21 +51,21 @@ class LTHConfig:
     momentum: float = field(default=0.9, metadata=_h("SGD momentum"))
     weight_decay: float = field(default=0.0, metadata=_h("L2 weight decay"))
     eval_every: int = field(default=100, metadata=_h("validation every N iterations (early-stop resolution)"))
-    levels: int = field(default=10, metadata=_h("pruning levels after the dense level 0; density (1-p)^k"))
+    levels: int = option(10, "pruning levels after the dense level 0; density (1-p)^k (may grow on "
+                         "resume: finished levels are skipped)", ge=0, results=False)
     prune_fraction: float = field(default=0.2, metadata=_h("p: fraction of the remaining weights pruned per level"))
     scope: Literal["global", "layer"] = field(default="global", metadata=_h("rank magnitudes over all layers or per layer"))
     rewind_iteration: int = field(default=0, metadata=_h("0 = reset to the init; k > 0 = rewind to iteration k (late rewinding)"))
     controls: list[str] = field(default_factory=lambda: list(CONTROLS),
                                 metadata=_h("controls run on every level's mask: reinit, random_mask"))
     exclude: list[str] = field(default_factory=list, metadata=_h("parameter-name globs never pruned"))
-    num_threads: int = field(default=0, metadata=_h("torch threads (0 = torch's default)"))
+    torch_threads: int | None = option(None, "torch CPU threads (null = torch's default)", ge=1,
+                                       results=False)
 
     def validate(self) -> None:
         for key in ("iterations", "batch_size", "eval_every", "val_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.levels < 0:
-            raise ConfigError(f"levels must be >= 0, got {self.levels}")
         if not 0.0 < self.prune_fraction < 1.0:
             raise ConfigError(f"prune_fraction must be in (0, 1), got {self.prune_fraction} (0.2 = 20 %)")
         if self.lr <= 0 or not math.isfinite(self.lr):
@@ -65,7 +76,7 @@ class LTHConfig:
         bad = [c for c in self.controls if c not in CONTROLS]
         if bad:
             raise ConfigError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
-        for key in ("train_subset", "test_subset", "num_threads", "weight_decay"):
+        for key in ("train_subset", "test_subset", "weight_decay"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from fedticket.config import load_config, to_dict
+from fedticket.config import flatten, load_config, result_keys, to_dict
 from fedticket.core.apply import apply_mask
 from fedticket.core.imp import rewind_weights
 from fedticket.core.mask import Mask
@@ -45,10 +45,7 @@ from fedticket.lth.config import LTHConfig
 from fedticket.lth.data import load_splits
 from fedticket.lth.train import train
 from fedticket.models import build_model
-from fedticket.results import RunDir, plot_lines
-
-#: keys that may differ between a run and its resume (they do not change any number)
-RESUMABLE_KEYS = ("levels", "num_threads", "data_root")
+from fedticket.results import RunDir, check_output_dir, plot_lines
 
 
 def _save_state(path: Path, model: torch.nn.Module) -> None:
@@ -70,10 +67,10 @@ def check_resume(rundir: RunDir, cfg: LTHConfig) -> None:
     path = rundir.file("config.yaml")
     if not path.exists():
         return
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(cfg)
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    old = flatten(yaml.safe_load(path.read_text()) or {})
+    new = flatten(to_dict(cfg))
+    # the schema says which keys change numbers (levels may grow: finished levels are skipped)
+    diff = sorted(k for k in result_keys(LTHConfig) if old.get(k) != new.get(k))
     if diff:
         raise ConfigError(f"results folder {rundir.path} was made by a different config "
                           f"(keys {', '.join(diff)} differ); pass another --out, or delete the folder")
@@ -86,14 +83,15 @@ def _row(level, variant, mask, res) -> dict:
 
 def run_lth(cfg: LTHConfig, out: str | Path, data_root=None, progress: bool = True,
             say=print) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    root = resolve_data_root(data_root, cfg.data_root or None)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    check_output_dir(out, resume=True)  # a file, an unwritable place: refused before any work
+    rundir = RunDir(out)
+    check_resume(rundir, cfg)  # results of another config: refused before any work
+    root = resolve_data_root(data_root, cfg.data.root or None)
     splits = load_splits(cfg.dataset, root, val_size=cfg.val_size, train_subset=cfg.train_subset,
                          test_subset=cfg.test_subset, seed=cfg.seed)  # UserError before training
     say(splits.describe())
-    rundir = RunDir(out)
-    check_resume(rundir, cfg)
     rundir.save_config(to_dict(cfg))
     spec = cfg.train_spec()
     shape = splits.shape

@@ -24,7 +24,7 @@ def _one_thread():
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "configs" / "lth" / "quickstart.yaml")
 TINY = ["train_subset=600", "val_size=300", "test_subset=300", "iterations=20", "eval_every=5",
-        "levels=2", "num_threads=1"]
+        "levels=2", "torch_threads=1"]
 
 
 def _cfg(extra=()):
