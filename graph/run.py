@@ -14,18 +14,27 @@ Order of work: load + validate the config (``ConfigError`` on any bad key or val
                     seeds per method and level);
 * ``test_acc_vs_graph_sparsity.png`` / ``test_acc_vs_weight_sparsity.png``, one curve per method;
 * ``masks/``        each level's weight mask (core ``Mask`` file) and kept edges (safetensors).
+
+A rerun into a folder that already holds results (``levels.csv`` or ``summary.json``) follows
+:func:`check_results_folder`: the same config *resumes* (levels already in ``levels.csv`` are
+skipped, so an interrupted sweep costs nothing twice); a different config is refused in one
+line before any work, unless ``overwrite`` (the CLI's ``--overwrite``) clears the old results.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
+import os
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from fedticket.config import load_config, to_dict
 from fedticket.data import resolve_data_root
@@ -34,7 +43,15 @@ from fedticket.results import RunDir, plot_lines
 from graph.config import GraphConfig
 from graph.data import describe, load_planetoid
 from graph.features import maybe_sparse
-from graph.sweep import LevelRow, run_seed
+from graph.levels import LevelRow
+from graph.sweep import run_seed
+
+RESULT_FILES = ("levels.csv", "summary.json", "test_acc_vs_graph_sparsity.png",
+                "test_acc_vs_weight_sparsity.png")
+# Keys that choose *which* rows a run computes (or how fast), not what any row's number is: a
+# resume may change them (e.g. add levels or seeds) and still reuse every row already computed.
+RESUME_FREE_KEYS = ("name", "data_root", "num_threads", "out_root", "save_masks", "seeds",
+                    "methods", "sweep.levels")
 
 
 def _level_overrides(levels: str | None) -> list[str]:
@@ -115,6 +132,75 @@ def plot(rundir: RunDir, summary: dict) -> list[Path]:
     return out
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def check_results_folder(out: str | os.PathLike, config: dict, overwrite: bool = False) -> list[LevelRow]:
+    """The graph side's results-folder policy; call it before any work starts.
+
+    * ``out`` is an existing file, or cannot be created / written: ``ConfigError``;
+    * no results there yet: ``[]`` (a fresh run);
+    * results of the *same* config (``config`` is the resolved config as a dict; keys in
+      :data:`RESUME_FREE_KEYS` may differ): the rows already computed, to resume from;
+    * results of a *different* config: ``ConfigError`` naming the differing keys, unless
+      ``overwrite``, which deletes the old results (``levels.csv``, ``summary.json``, plots,
+      ``masks/``) and returns ``[]``.
+
+    Nothing is ever replaced silently: the old ``levels.csv`` is only appended to.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder; choose a folder path")
+    base = _nearest_existing(out)
+    if not (os.access(base, os.W_OK) and base.stat().st_mode & 0o222):
+        raise ConfigError(f"--out {out}: {base} is not writable; choose a folder you can write to")
+    present = [f for f in RESULT_FILES if (out / f).exists()]
+    if not present:
+        return []
+    if overwrite:
+        for f in RESULT_FILES:
+            (out / f).unlink(missing_ok=True)
+        shutil.rmtree(out / "masks", ignore_errors=True)
+        return []
+    fix = "pass --overwrite to replace them, or choose another --out"
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{out} holds results ({', '.join(present)}) but no readable config.yaml "
+                          f"({type(e).__name__}); {fix}") from None
+    old, new = _flat(saved), _flat(config)
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in RESUME_FREE_KEYS and old.get(k, "<unset>") != new.get(k, "<unset>"))
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+                          for k in differ[:3])
+        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ConfigError(f"{out} holds results of a different config ({shown}{more}); {fix}")
+    if not (out / "levels.csv").exists():
+        return []
+    try:
+        with open(out / "levels.csv", newline="") as fh:
+            return [LevelRow.from_csv(r) for r in csv.DictReader(fh)]
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"{out / 'levels.csv'} cannot be read back to resume ({e}); {fix}") from None
+
+
 def _default_out(cfg: GraphConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(cfg.out_root) / f"{cfg.name}-{stamp}"
@@ -129,6 +215,8 @@ def main(args: argparse.Namespace) -> int:
     schedule = cfg.sweep.schedule()
     if not schedule:
         raise ConfigError("no levels selected; check sweep.levels / --levels")
+    out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
+    previous = check_results_folder(out, to_dict(cfg), bool(getattr(args, "overwrite", False)))
     root = resolve_data_root(getattr(args, "data_root", None), cfg.data_root or None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -136,28 +224,32 @@ def main(args: argparse.Namespace) -> int:
     say(describe(data))
     x = maybe_sparse(data.x)
 
-    out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
     rundir = RunDir(out)
-    if rundir.file("levels.csv").exists():
-        rundir.file("levels.csv").unlink()  # a rerun into the same folder starts a fresh table
     rundir.save_config(to_dict(cfg))
     mask_dir = None
     if cfg.save_masks:
         mask_dir = rundir.file("masks")
         mask_dir.mkdir(exist_ok=True)
+    wanted = {(m, k) for m in cfg.methods for k, _, _ in schedule} | {("dense", 0)}
+    have = {r.key: r for r in previous if (r.method, r.level) in wanted and r.seed in cfg.seeds}
+    if have:
+        say(f"resuming: {len(have)} of {len(wanted) * len(cfg.seeds)} results already in {out}")
 
     per_seed = 1 + len(schedule) * len(cfg.methods)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=per_seed * len(cfg.seeds), desc="levels", unit="run")
-    rows: list[LevelRow] = []
+        bar = tqdm(total=per_seed * len(cfg.seeds), initial=len(have), desc="levels", unit="run")
+    rows: list[LevelRow] = list(have.values())
     t0 = time.perf_counter()
     try:
         for seed in cfg.seeds:
+            done = {(m, k) for (s, m, k) in have if s == seed}
+            if len(done) == per_seed:
+                continue
             rows += run_seed(cfg, data, x, seed, schedule, full_schedule, mask_dir=mask_dir,
-                             progress=not quiet, level_bar=bar,
+                             progress=not quiet, level_bar=bar, done=done,
                              on_row=lambda r: rundir.append_csv("levels.csv", r.csv_row()))
     finally:
         if bar is not None:
@@ -191,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=None)
     p.add_argument("--data-root", dest="data_root", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of a different config in --out")
     return p
 
 
