@@ -90,6 +90,23 @@ class GCN(nn.Module):
         h = dropout(h, self.dropout, self.training)
         return self.conv2(h, ei, norm, n, adj)
 
+    def forward_shared(self, x, edge_index: Tensor, edge_weight: Tensor | None = None):
+        """``(training logits, eval logits)`` of the current weights in one pass.
+
+        The first layer has no dropout before it, so its output is the same in train and eval
+        mode: computing it once and branching only after it gives the eval-mode logits for the
+        price of the small second layer (the training loop uses them as the previous step's
+        validation pass, identical to a separate eval forward).
+        """
+        n = x.shape[0]
+        dtype = self.conv1.weight.dtype
+        adj = self._adj.get(edge_index, edge_weight, lambda: FixedAdjacency(
+            *normalized_adjacency(edge_index, edge_weight, n, dtype), n, dtype))
+        h = F.relu(self.conv1(x, None, None, n, adj))
+        with torch.no_grad():
+            ev = adj.a @ F.linear(h.detach(), self.conv2.weight)
+        return self.conv2(dropout(h, self.dropout, True), None, None, n, adj), ev
+
 
 def normalized_adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
                          dtype=torch.float32) -> tuple[Tensor, Tensor]:
@@ -231,6 +248,18 @@ class GIN(nn.Module):
         h2 = F.relu(self.conv2(dropout(h1, self.dropout, self.training), ei, ew, n, adj))
         return (F.linear(h1, self.mlp) + h2) / 2
 
+    def forward_shared(self, x, edge_index: Tensor, edge_weight: Tensor | None = None):
+        """``(training logits, eval logits)``; without dropout (TEDDY's GIN) they are one pass."""
+        out = self.forward(x, edge_index, edge_weight)
+        if self.dropout > 0:
+            was = self.training
+            self.eval()
+            with torch.no_grad():
+                ev = self.forward(x, edge_index, edge_weight)
+            self.train(was)
+            return out, ev
+        return out, out.detach()
+
 
 def _drop_loops(edge_index: Tensor, edge_weight: Tensor | None):
     """GIN's self term is ``1 + eps``; an explicit self-loop would count the node twice."""
@@ -253,7 +282,7 @@ def dropout(h: Tensor, p: float, training: bool) -> Tensor:
     bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64,
                          device=h.device).view(torch.int16)[:n].view(h.shape)
     keep = bits >= (int(round(p * 65536)) - 32768)
-    return h * keep * (1.0 / (1.0 - p))
+    return (h * keep).mul_(1.0 / (1.0 - p))  # (masked_fill and where are slower on CPU)
 
 
 def _input_dropout(x, p: float, training: bool):

@@ -234,6 +234,11 @@ def main(args: argparse.Namespace) -> int:
     have = {r.key: r for r in previous if (r.method, r.level) in wanted and r.seed in cfg.seeds}
     if have:
         say(f"resuming: {len(have)} of {len(wanted) * len(cfg.seeds)} results already in {out}")
+        from fedticket.core import Mask
+
+        for r in have.values():  # per-layer densities of a resumed row come from its mask file
+            if r.method == "teddy" and r.mask_file and (out / r.mask_file).is_file():
+                r.extra["mask_layers"] = Mask.load(out / r.mask_file).layer_stats()
 
     per_seed = 1 + len(schedule) * len(cfg.methods)
     bar = None

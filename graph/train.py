@@ -95,9 +95,6 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     if l0_keep is not None and fixed_mask is not None:
         raise ValueError("pass either l0_keep (projection) or fixed_mask, not both")
     use_kd = teacher_logits is not None and kd_lambda > 0
-    if forward is None:
-        def forward():
-            return model(x, edge_index, edge_weight)
     groups = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
     if extra_params:
         # the UGS code's one Adam decays its masks like its weights
@@ -106,6 +103,7 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     optimizer = torch.optim.Adam(groups, lr=lr, fused=True)
     enforcer = MaskEnforcer(model, fixed_mask, optimizer) if fixed_mask is not None else None
     ball = layer_params = flat = None
+    layer_density = 1.0
     if l0_keep is not None:
         params = l0_parameters(model, l0_params, include, exclude)
         if l0_scope == "global":
@@ -128,11 +126,35 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
 
         bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
         epoch_iter = bar
+    # Models with ``forward_shared`` (GCN, GIN) return the eval-mode logits of the current
+    # weights from the training forward itself: the validation pass of step t is taken from the
+    # forward of step t+1 (the same weights, the same numbers), and one last eval follows the loop.
+    shared = forward is None and hasattr(model, "forward_shared")
+    if forward is None:
+        def forward():
+            return model(x, edge_index, edge_weight)
+
+    def record(epoch: int, out: Tensor, keep) -> None:
+        nonlocal best_val, best_res
+        val_acc = accuracy(out, y, data.val_mask)
+        if val_acc >= best_val:  # ties: the later epoch, as in the TEDDY/UGS code
+            best_val = val_acc
+            best_res = (val_acc, accuracy(out, y, data.test_mask), epoch, out, keep,
+                        snapshot() if snapshot is not None else None)
+            if bar is not None:
+                bar.set_postfix(val=f"{val_acc:.3f}", test=f"{best_res[1]:.3f}")
+
+    pending = None  # (epoch, keep) of the step whose validation pass is still to come
     try:
         for epoch in epoch_iter:
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            logits = forward()
+            if shared:
+                logits, prev_eval = model.forward_shared(x, edge_index, edge_weight)
+                if pending is not None:
+                    record(pending[0], prev_eval, pending[1])
+            else:
+                logits = forward()
             loss = F.cross_entropy(logits[train_mask], y[train_mask])
             if use_kd:
                 loss = loss + kd_lambda * distillation_loss(logits, teacher_logits, temperature)
@@ -150,19 +172,18 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
                 if keep_flat is not None:
                     current_mask = flat.to_mask(keep_flat)
                 step_callback(epoch, current_mask)
+            # the keep vector is a fresh tensor every step; a Mask is built once, at the end
+            keep = keep_flat if keep_flat is not None else current_mask
+            if shared:
+                pending = (epoch, keep)
+            else:
+                model.eval()
+                with torch.no_grad():
+                    record(epoch, forward(), keep)
+        if pending is not None:
             model.eval()
             with torch.no_grad():
-                out = forward()
-            val_acc = accuracy(out, y, data.val_mask)
-            if val_acc >= best_val:  # ties: the later epoch, as in the TEDDY/UGS code
-                best_val = val_acc
-                # the flat keep vector is cloned now and turned into a Mask once, at the end
-                mask = (keep_flat.clone() if keep_flat is not None
-                        else current_mask.clone() if current_mask is not None else None)
-                best_res = (val_acc, accuracy(out, y, data.test_mask), epoch, out, mask,
-                            snapshot() if snapshot is not None else None)
-                if bar is not None:
-                    bar.set_postfix(val=f"{val_acc:.3f}", test=f"{best_res[1]:.3f}")
+                record(pending[0], forward(), pending[1])
     finally:
         if enforcer is not None:
             enforcer.remove()
@@ -172,6 +193,8 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     val_acc, test_acc, epoch, out, mask, state = best_res
     if isinstance(mask, Tensor):
         mask = flat.to_mask(mask)
+    elif isinstance(mask, Mask):
+        mask = mask.clone()
     elif mask is None and flat is not None:  # keep >= everything: nothing was ever pruned
         mask = flat.to_mask(torch.ones(flat.numel, dtype=torch.bool))
     return TrainResult(val_accuracy=val_acc, test_accuracy=test_acc, best_epoch=epoch, logits=out,
