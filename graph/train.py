@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from fedticket.core import Mask, MaskEnforcer, apply_mask, l0_project, prunable_parameters
-from graph.l0 import FlatParameters, L0Ball
+from graph.l0 import FlatParameters, L0Ball, weights_to_keep
 
 
 @dataclass
@@ -75,7 +75,8 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
                           edge_weight: Tensor | None = None, *, epochs: int = 200, lr: float = 0.01,
                           weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
                           kd_lambda: float = 0.0, temperature: float = 1.0,
-                          l0_keep: int | None = None, l0_params: str = "all",
+                          l0_keep: int | None = None, l0_density: float | None = None,
+                          l0_params: str = "all",
                           l0_scope: str = "global", include=None, exclude=None,
                           fixed_mask: Mask | None = None,
                           forward: Callable[[], Tensor] | None = None,
@@ -87,11 +88,19 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
                           ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` full-batch steps; see the module docstring.
 
-    ``l0_keep`` is the number of entries the projection keeps (None: no projection).
+    ``l0_keep`` is the number of entries the projection keeps (None: no projection);
+    ``l0_density`` says the same as a fraction of the projected entries (kept for callers of the
+    earlier signature; TEDDY's count, ``n - ceil((1 - density) · n)``).
     ``forward()`` replaces ``model(x, edge_index, edge_weight)`` (it sees ``model.training``).
     ``step_callback(epoch, mask)`` runs after every optimizer step (and projection), with the mask
     in force; tests use it to check the ℓ0 invariant step by step.
     """
+    if l0_density is not None:
+        if l0_keep is not None:
+            raise ValueError("pass l0_keep or l0_density, not both")
+        if l0_density < 1.0:
+            n = sum(p.numel() for p in l0_parameters(model, l0_params, include, exclude).values())
+            l0_keep = weights_to_keep(n, 1.0 - l0_density)
     if l0_keep is not None and fixed_mask is not None:
         raise ValueError("pass either l0_keep (projection) or fixed_mask, not both")
     use_kd = teacher_logits is not None and kd_lambda > 0
