@@ -69,13 +69,13 @@ def kth_largest(a: Tensor, k: int, hint: float | None = None, width: float = 0.0
 
     With ``hint`` (a value believed close to the answer), the answer is searched in the band
     ``(hint·(1-width), hint·(1+width)]`` first: if the counts above the band's edges bracket ``k``,
-    only the band is sorted; otherwise the band is widened, and after a few misses a full
+    only the band is searched; otherwise the band is widened once, and after a second miss a full
     ``kthvalue`` decides. Either way the returned value is the true k-th largest.
     """
     n = a.numel()
     if hint is not None and hint > 0 and math.isfinite(hint):
         w = width
-        for _ in range(4):
+        for _ in range(2):
             lo, hi = hint * (1.0 - w), hint * (1.0 + w)
             above_hi = int((a > hi).sum())
             if above_hi < k:
@@ -102,6 +102,7 @@ class L0Ball:
             raise ValueError(f"keep must be in 1..{flat.numel}, got {keep}")
         self.flat, self.keep = flat, int(keep)
         self._hint: float | None = None
+        self._width = 0.02
 
     @torch.no_grad()
     def project(self) -> Tensor:
@@ -109,7 +110,11 @@ class L0Ball:
         if self.keep >= v.numel():
             return torch.ones_like(v, dtype=torch.bool)
         a = v.abs()
-        t = kth_largest(a, self.keep, self._hint)
+        t = kth_largest(a, self.keep, self._hint, self._width)
+        if self._hint is not None and self._hint > 0:
+            # the next band: twice the relative move just seen (one step moves the threshold
+            # little at low sparsity and more at high sparsity, where k is small)
+            self._width = min(0.5, max(1e-3, 2.0 * abs(float(t) / self._hint - 1.0)))
         self._hint = float(t)
         keep = a >= t
         extra = int(keep.sum()) - self.keep
