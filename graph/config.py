@@ -2,8 +2,9 @@
 
 Loaded with ``fedticket.config.load_config(GraphConfig, path, overrides)``: unknown keys, wrong
 types and impossible values (``validate``) raise ``ConfigError`` before any data is touched.
-Defaults follow the TEDDY code (lr 0.01, weight decay 5e-4, 200 epochs, hidden 512, 2 layers) and
-the UGS schedule (p_g = 0.05, p_w = 0.2 per level, 20 levels).
+Defaults follow the TEDDY code (lr 0.01, weight decay 5e-4, 200 epochs, hidden 512, 2 layers,
+λ = 10, the ℓ0 ball over all parameters) and the UGS schedule (p_g = 0.05, p_w = 0.2 per level,
+20 levels); UGS's ℓ1 coefficients are those the TEDDY code runs UGS with (1e-6 edges, 1e-5 weights).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class ModelConfig:
     name: Literal["gcn", "gat", "gin"] = field(default="gcn", metadata=_h("GNN: gcn, gat or gin (two layers each)"))
     hidden: int = field(default=512, metadata=_h("hidden width (GAT: total over heads, hidden/heads per head)"))
     heads: int = field(default=8, metadata=_h("GAT attention heads in the first layer"))
-    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention; 0.6 in the paper)"))
+    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention, 0.6 in the paper; GIN: 0 in the TEDDY code)"))
 
     def validate(self) -> None:
         if self.hidden < 1:
@@ -99,9 +100,10 @@ class SweepConfig:
 
 @dataclass
 class TeddyConfig:
-    kd_lambda: float = field(default=1.0, metadata=_h("λ of CE + λ·KL(teacher‖student); 0 disables distillation"))
+    kd_lambda: float = field(default=10.0, metadata=_h("λ of CE + λ·KL(teacher‖student) (10: the TEDDY README); 0 disables distillation"))
     temperature: float = field(default=1.0, metadata=_h("distillation temperature T (loss scaled by T²)"))
-    weight_scope: Literal["global", "layer"] = field(default="global", metadata=_h("ℓ0 projection over all GNN weights (global) or per tensor (layer)"))
+    weight_scope: Literal["global", "layer"] = field(default="global", metadata=_h("ℓ0 projection as one global selection (global, TEDDY) or per tensor (layer)"))
+    project: Literal["all", "weights"] = field(default="all", metadata=_h("ℓ0 ball over all parameters incl. biases, GIN ε, GAT attention (all, TEDDY) or weight tensors only"))
 
     def validate(self) -> None:
         if self.kd_lambda < 0:
@@ -113,8 +115,8 @@ class TeddyConfig:
 @dataclass
 class UGSConfig:
     mask_epochs: int = field(default=200, metadata=_h("epochs of joint weight + mask training per pruning round"))
-    edge_l1: float = field(default=1e-2, metadata=_h("ℓ1 coefficient on the edge mask (UGS s1)"))
-    weight_l1: float = field(default=1e-2, metadata=_h("ℓ1 coefficient on the weight masks (UGS s2)"))
+    edge_l1: float = field(default=1e-6, metadata=_h("ℓ1 coefficient on the edge mask (lamb_a of the TEDDY code's UGS)"))
+    weight_l1: float = field(default=1e-5, metadata=_h("ℓ1 coefficient on the weight masks (lamb_w of the TEDDY code's UGS)"))
     mask_init_noise: float = field(default=1e-5, metadata=_h("masks start at 1 + noise·U(0,1), to break ties"))
 
     def validate(self) -> None:

@@ -52,3 +52,53 @@ def spmm(edge_index: Tensor, weight: Tensor | None, h: Tensor, num_nodes: int) -
     if weight is None:
         weight = torch.ones(src.numel(), dtype=h.dtype, device=h.device)
     return _SpMM.apply(weight.to(h.dtype), h, src, dst, int(num_nodes))
+
+
+class _FixedSpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, a: Tensor, at: Tensor) -> Tensor:
+        ctx.at = at
+        return a @ h
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        return ctx.at @ grad_out.contiguous(), None, None
+
+
+class FixedAdjacency:
+    """A weighted adjacency that needs no gradient, in CSR together with its transpose.
+
+    Built once per graph (per level) instead of once per layer call: turning an edge list into
+    CSR (a coalesce, i.e. a sort) costs more than the product itself on Cora.
+    """
+
+    def __init__(self, edge_index: Tensor, weight: Tensor | None, num_nodes: int, dtype=torch.float32):
+        src, dst = edge_index[0], edge_index[1]
+        if weight is None:
+            weight = torch.ones(src.numel(), dtype=dtype, device=src.device)
+        w = weight.detach().to(dtype)
+        n = int(num_nodes)
+        self.a = _csr(dst, src, w, (n, n))
+        self.at = _csr(src, dst, w, (n, n))
+
+    def __matmul__(self, h: Tensor) -> Tensor:
+        return _FixedSpMM.apply(h, self.a, self.at)
+
+
+class AdjacencyCache:
+    """Remembers the :class:`FixedAdjacency` of the last ``(edge_index, edge_weight)`` seen.
+
+    Keyed by tensor identity and kept alive by reference (so an id cannot be reused while
+    cached): a training run passes the same tensors every epoch, and a new level passes new ones.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._value = None
+
+    def get(self, edge_index: Tensor, edge_weight: Tensor | None, build):
+        key = (edge_index, edge_weight)
+        if self._key is None or self._key[0] is not edge_index or self._key[1] is not edge_weight:
+            self._value = build()
+            self._key = key
+        return self._value

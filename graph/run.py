@@ -14,27 +14,44 @@ Order of work: load + validate the config (``ConfigError`` on any bad key or val
                     seeds per method and level);
 * ``test_acc_vs_graph_sparsity.png`` / ``test_acc_vs_weight_sparsity.png``, one curve per method;
 * ``masks/``        each level's weight mask (core ``Mask`` file) and kept edges (safetensors).
+
+A rerun into a folder that already holds results (``levels.csv`` or ``summary.json``) follows
+:func:`check_results_folder`: the same config *resumes* (levels already in ``levels.csv`` are
+skipped, so an interrupted sweep costs nothing twice); a different config is refused in one
+line before any work, unless ``overwrite`` (the CLI's ``--overwrite``) clears the old results.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
+import os
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from fedticket.config import load_config, to_dict
+from fedticket.config import flatten, load_config, to_dict
 from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
-from fedticket.results import RunDir, check_output_dir, plot_lines, same_config
+from fedticket.results import RunDir, check_output_dir, plot_lines
 from graph.config import GraphConfig
 from graph.data import describe, load_planetoid
 from graph.features import maybe_sparse
-from graph.sweep import LevelRow, run_seed
+from graph.levels import LevelRow
+from graph.sweep import run_seed
+
+RESULT_FILES = ("levels.csv", "summary.json", "test_acc_vs_graph_sparsity.png",
+                "test_acc_vs_weight_sparsity.png")
+# Keys that choose *which* rows a run computes (or how fast), not what any row's number is: a
+# resume may change them (e.g. add levels or seeds) and still reuse every row already computed.
+RESUME_FREE_KEYS = ("name", "data.root", "torch_threads", "output_dir", "save_masks", "seeds",
+                    "methods", "sweep.levels")
 
 
 def _level_overrides(levels: str | None) -> list[str]:
@@ -115,6 +132,55 @@ def plot(rundir: RunDir, summary: dict) -> list[Path]:
     return out
 
 
+def check_results_folder(out: str | os.PathLike, config: dict, overwrite: bool = False) -> list[LevelRow]:
+    """The graph side's results-folder policy; call it before any work starts.
+
+    * ``out`` is an existing file, or cannot be created / written: ``ConfigError``;
+    * no results there yet: ``[]`` (a fresh run);
+    * results of the *same* config (``config`` is the resolved config as a dict; keys in
+      :data:`RESUME_FREE_KEYS` may differ): the rows already computed, to resume from;
+    * results of a *different* config: ``ConfigError`` naming the differing keys, unless
+      ``overwrite``, which deletes the old results (``levels.csv``, ``summary.json``, plots,
+      ``masks/``) and returns ``[]``.
+
+    Nothing is ever replaced silently: the old ``levels.csv`` is only appended to.
+    """
+    out = Path(out)
+    # a file, or a place that cannot be written: the one shared path check (results are ours)
+    check_output_dir(out, overwrite=True)
+    present = [f for f in RESULT_FILES if (out / f).exists()]
+    if not present:
+        return []
+    if overwrite:
+        for f in RESULT_FILES:
+            (out / f).unlink(missing_ok=True)
+        shutil.rmtree(out / "masks", ignore_errors=True)
+        return []
+    fix = "pass --overwrite to replace them, or choose another --out"
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{out} holds results ({', '.join(present)}) but no readable config.yaml "
+                          f"({type(e).__name__}); {fix}") from None
+    old, new = flatten(saved), flatten(config)
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in RESUME_FREE_KEYS and old.get(k, "<unset>") != new.get(k, "<unset>"))
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+                          for k in differ[:3])
+        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ConfigError(f"{out} holds results of a different config ({shown}{more}); {fix}")
+    if not (out / "levels.csv").exists():
+        return []
+    try:
+        with open(out / "levels.csv", newline="") as fh:
+            return [LevelRow.from_csv(r) for r in csv.DictReader(fh)]
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"{out / 'levels.csv'} cannot be read back to resume ({e}); {fix}") from None
+
+
 def _default_out(cfg: GraphConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(cfg.output_dir) if cfg.output_dir else Path("runs/graph") / f"{cfg.name}-{stamp}"
@@ -130,9 +196,9 @@ def main(args: argparse.Namespace) -> int:
     if not schedule:
         raise ConfigError("no levels selected; check sweep.levels / --levels")
     out = Path(args.out) if getattr(args, "out", None) else _default_out(cfg)
-    # before any data or training: a rerun of the same config may continue in place
-    check_output_dir(out, overwrite=bool(getattr(args, "overwrite", False)),
-                     resume=lambda d: same_config(d, to_dict(cfg)))
+    # before any data or training: a file, an unwritable place or another config's results are
+    # refused; the same config resumes in place
+    previous = check_results_folder(out, to_dict(cfg), bool(getattr(args, "overwrite", False)))
     root = resolve_data_root(getattr(args, "data_root", None), cfg.data.root)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -141,26 +207,36 @@ def main(args: argparse.Namespace) -> int:
     x = maybe_sparse(data.x)
 
     rundir = RunDir(out)
-    if rundir.file("levels.csv").exists():
-        rundir.file("levels.csv").unlink()  # a rerun into the same folder starts a fresh table
     rundir.save_config(to_dict(cfg))
     mask_dir = None
     if cfg.save_masks:
         mask_dir = rundir.file("masks")
         mask_dir.mkdir(exist_ok=True)
+    wanted = {(m, k) for m in cfg.methods for k, _, _ in schedule} | {("dense", 0)}
+    have = {r.key: r for r in previous if (r.method, r.level) in wanted and r.seed in cfg.seeds}
+    if have:
+        say(f"resuming: {len(have)} of {len(wanted) * len(cfg.seeds)} results already in {out}")
+        from fedticket.core import Mask
+
+        for r in have.values():  # per-layer densities of a resumed row come from its mask file
+            if r.method == "teddy" and r.mask_file and (out / r.mask_file).is_file():
+                r.extra["mask_layers"] = Mask.load(out / r.mask_file).layer_stats()
 
     per_seed = 1 + len(schedule) * len(cfg.methods)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=per_seed * len(cfg.seeds), desc="levels", unit="run")
-    rows: list[LevelRow] = []
+        bar = tqdm(total=per_seed * len(cfg.seeds), initial=len(have), desc="levels", unit="run")
+    rows: list[LevelRow] = list(have.values())
     t0 = time.perf_counter()
     try:
         for seed in cfg.seeds:
+            done = {(m, k) for (s, m, k) in have if s == seed}
+            if len(done) == per_seed:
+                continue
             rows += run_seed(cfg, data, x, seed, schedule, full_schedule, mask_dir=mask_dir,
-                             progress=not quiet, level_bar=bar,
+                             progress=not quiet, level_bar=bar, done=done,
                              on_row=lambda r: rundir.append_csv("levels.csv", r.csv_row()))
     finally:
         if bar is not None:
@@ -194,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=None)
     p.add_argument("--data-root", dest="data_root", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of a different config in --out")
     return p
 
 

@@ -8,9 +8,9 @@ Each *round* r = 1, 2, ...:
    The effective weight is ``w ⊙ m_w ⊙ fixed_w``; the effective edge is the normalised adjacency
    entry times ``m_g``. The masks of the best-validation epoch are kept.
 2. **Prune** the lowest-``|m|`` edges and weights among those still alive, down to the schedule's
-   counts: level r keeps exactly the number of edges and weights that TEDDY and random keep at
-   level r (``(1-p_g)^r`` and ``(1-p_w)^r`` of the originals, same rounding), so the comparison is
-   at equal sparsity and the densities match the schedule exactly instead of drifting by rounding.
+   counts: level r keeps exactly the edges and weights of :class:`graph.levels.Level` r, the counts
+   TEDDY and random keep there, so the comparison is at equal sparsity and the densities match
+   the schedule exactly instead of drifting by rounding.
 3. **Retrain**: rewind the weights to θ0, train with the now fixed masks (edges removed, weights
    held at zero by core's ``MaskEnforcer``) and report test accuracy at the best validation epoch.
 
@@ -28,13 +28,14 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch_geometric.data import Data
 
-from fedticket.core import Mask, kept_count, mask_from_scores, prunable_parameters
-from graph.edges import EdgeRanking, UndirectedPairs, num_removed
+from fedticket.core import Mask, mask_from_scores, prunable_parameters
+from graph.edges import EdgeRanking, UndirectedPairs
+from graph.levels import Level
+from graph.train import train_node_classifier
 
 
 @dataclass
@@ -47,10 +48,7 @@ class UGSRound:
 
 def edge_index_for(upairs: UndirectedPairs, edge_index: Tensor, pair_keep: Tensor) -> Tensor:
     """Directed edges whose pair is alive (self-loops always kept)."""
-    pid = upairs.pair_id
-    keep = torch.ones(pid.numel(), dtype=torch.bool, device=pid.device)
-    nl = pid >= 0
-    keep[nl] = pair_keep[pid[nl]]
+    keep = upairs.edge_mask(pair_keep)  # the one pair -> edge mapping (graph.edges)
     return edge_index[:, keep], keep
 
 
@@ -62,13 +60,12 @@ class UGS:
     """
 
     def __init__(self, model: nn.Module, init_state: dict, x, data: Data, edge_index: Tensor,
-                 upairs: UndirectedPairs, *, graph_targets: list[float], weight_targets: list[float],
-                 mask_epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
+                 upairs: UndirectedPairs, *, levels: list[Level], mask_epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
                  edge_l1: float = 1e-2, weight_l1: float = 1e-2, noise: float = 1e-5, seed: int = 0,
                  progress: bool = False):
         self.model, self.init_state, self.x, self.data = model, init_state, x, data
         self.edge_index, self.upairs = edge_index, upairs
-        self.graph_targets, self.weight_targets = graph_targets, weight_targets
+        self.levels = levels
         self.mask_epochs, self.lr, self.weight_decay = mask_epochs, lr, weight_decay
         self.edge_l1, self.weight_l1, self.noise, self.seed = edge_l1, weight_l1, noise, seed
         self.progress = progress
@@ -77,12 +74,13 @@ class UGS:
         self.weight_mask = Mask.ones_like(model)
 
     def target_counts(self, r: int) -> tuple[int, int]:
-        """(edges, weights) alive after round ``r`` (1-based), matching the level schedule."""
-        gs, ws = self.graph_targets[r - 1], self.weight_targets[r - 1]
-        m = self.upairs.num_pairs
-        edges = m - num_removed(gs, m)
-        weights = kept_count(1.0 - ws, self.weight_mask.numel)
-        return edges, weights
+        """(edges, weights) alive after round ``r`` (1-based): level r's counts."""
+        lv = self.levels[r - 1]
+        if lv.num_pairs != self.upairs.num_pairs or lv.num_weights != self.weight_mask.numel:
+            raise ValueError(f"level {lv.level} was made for {lv.num_pairs} edges and "
+                             f"{lv.num_weights} weights, this graph and model have "
+                             f"{self.upairs.num_pairs} and {self.weight_mask.numel}")
+        return lv.edges_kept, lv.weights_kept
 
     def run_round(self, r: int) -> UGSRound:
         t0 = time.perf_counter()
@@ -100,23 +98,21 @@ class UGS:
         return UGSRound(r, self.pair_keep.clone(), self.weight_mask.clone(), time.perf_counter() - t0)
 
     def _mask_phase(self, r: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Joint weight + mask training from θ0 through the one training loop
+        (:func:`graph.train.train_node_classifier`); returns the masks of its best epoch."""
         model, data = self.model, self.data
         model.load_state_dict(self.init_state)
         gen = torch.Generator().manual_seed(self.seed * 1000 + r)
         dev = self.edge_index.device
         ei, _ = edge_index_for(self.upairs, self.edge_index, self.pair_keep)
         pid = self.upairs.pair_id
-        pid_kept = pid[(pid < 0) | self.pair_keep[pid.clamp(min=0)]]
+        pid_kept = pid[self.upairs.edge_mask(self.pair_keep)]
         nonloop = pid_kept >= 0
         m_g = nn.Parameter((1.0 + self.noise * torch.rand(self.upairs.num_pairs, generator=gen)).to(dev))
         params = dict(model.named_parameters())
         fixed = {n: self.weight_mask[n].to(dev, params[n].dtype) for n in self.names}
         m_w = {n: nn.Parameter((1.0 + self.noise * torch.rand(params[n].shape, generator=gen))
                                .to(dev, params[n].dtype)) for n in self.names}
-        optimizer = torch.optim.Adam([
-            {"params": list(model.parameters()), "weight_decay": self.weight_decay},
-            {"params": [m_g, *m_w.values()], "weight_decay": 0.0},
-        ], lr=self.lr)
         with torch.no_grad():
             for n in self.names:
                 params[n].mul_(fixed[n])
@@ -127,32 +123,18 @@ class UGS:
             override = {n: params[n] * m_w[n] * fixed[n] for n in self.names}
             return functional_call(model, override, (self.x, ei, ew))
 
-        torch.manual_seed(self.seed * 1000 + r)
-        best = (-1.0, float("inf"))
-        best_masks = (m_g.detach().clone(), {n: v.detach().clone() for n, v in m_w.items()})
-        it = range(self.mask_epochs)
-        if self.progress:
-            from tqdm.auto import tqdm
+        def l1():
+            return (self.edge_l1 * m_g[self.pair_keep].abs().sum()
+                    + self.weight_l1 * sum((m_w[n] * fixed[n]).abs().sum() for n in self.names))
 
-            it = tqdm(it, desc=f"ugs round {r} masks", unit="ep", leave=False)
-        for _ in it:
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            out = forward()
-            loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-            loss = loss + self.edge_l1 * m_g[self.pair_keep].abs().sum()
-            loss = loss + self.weight_l1 * sum((m_w[n] * fixed[n]).abs().sum() for n in self.names)
-            loss.backward()
-            optimizer.step()
-            model.eval()
-            with torch.no_grad():
-                out = forward()
-                val_acc = float((out[data.val_mask].argmax(-1) == data.y[data.val_mask]).float().mean())
-                val_loss = float(F.cross_entropy(out[data.val_mask], data.y[data.val_mask]))
-            if (val_acc, -val_loss) > (best[0], -best[1]):
-                best = (val_acc, val_loss)
-                best_masks = (m_g.detach().clone(), {n: v.detach().clone() for n, v in m_w.items()})
-        return best_masks
+        torch.manual_seed(self.seed * 1000 + r)
+        res = train_node_classifier(
+            model, self.x, data, ei, epochs=self.mask_epochs, lr=self.lr,
+            weight_decay=self.weight_decay, forward=forward, regularizer=l1,
+            extra_params=[m_g, *m_w.values()],
+            snapshot=lambda: (m_g.detach().clone(), {n: v.detach().clone() for n, v in m_w.items()}),
+            progress=self.progress, desc=f"ugs round {r} masks")
+        return res.state
 
 
 __all__ = ["UGS", "UGSRound", "edge_index_for"]

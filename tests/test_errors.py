@@ -137,8 +137,9 @@ def _out_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return {"existing-file": (a_file, r"existing file, not a folder"),
             "under-a-file": (a_file / "sub", r"is a file, so no folder"),
             "read-only": (read_only_dir(tmp_path), r"cannot write there"),
-            "fl-results": (fl_results, r"already holds results \(summary.json, rounds.csv\)"),
-            "graph-results": (graph_results, r"already holds results \(levels.csv\)")}
+            # each side names what it found (the graph side also why it cannot resume)
+            "fl-results": (fl_results, r"holds results"),
+            "graph-results": (graph_results, r"holds results")}
 
 
 @pytest.mark.parametrize("side", ["fl", "graph"])
@@ -215,7 +216,7 @@ def test_output_check_lets_through_overwrite_and_a_same_config_rerun(capsys, tmp
 
     same = tmp_path / "graph-same"
     RunDir(same).save_config(to_dict(load_config(GraphConfig, GRAPH_CFG)))
-    (same / "levels.csv").write_text("level\n1\n")
+    (same / "summary.json").write_text("{}\n")
     with pytest.raises(WorkStarted):  # same config: the graph side may continue in place
         main(["graph", "run", "-c", GRAPH_CFG, "--out", str(same), "--data-root", str(data_root)])
-    assert (same / "levels.csv").exists()
+    assert (same / "summary.json").exists()

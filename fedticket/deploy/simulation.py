@@ -173,8 +173,11 @@ class LocalSimulation:
         waiting for the end costs no repeated ``flwr`` start-ups (seconds of CPU each)."""
         path = self.dir / f"run-{run_id}.log"
         with open(path, "wb") as fh:
+            # its own session: a terminal's Ctrl-C must reach only this command, which then
+            # stops everything; a log stream killed by it would look like a finished run
             self.log_proc = subprocess.Popen(["flwr", "log", run_id, CONNECTION], stdout=fh,
-                                             stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+                                             stderr=subprocess.STDOUT, env=self.env, cwd=self.dir,
+                                             start_new_session=True)
         return path
 
     def finished(self) -> bool:
@@ -215,6 +218,8 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM (a scheduler, `kill`) must stop the SuperLink too, not orphan it
     old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    # Ctrl-C: our own handler, whatever an imported library installed for SIGINT
+    old_int = signal.signal(signal.SIGINT, _raise_terminated) if main_thread else None
     sim, bar = None, None
     try:
         sim = LocalSimulation()
@@ -275,6 +280,7 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
         if bar is not None:
             bar.close()
         if sim is not None:

@@ -111,3 +111,27 @@ def test_cli_turns_bad_input_into_one_line(capsys):
     assert rc == 2
     assert "fedticket: error: sweep.weight_rate must be in [0, 1)" in err
     assert "Traceback" not in err
+
+
+def _keys(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f.metadata.get("help", ""), f
+
+
+def test_every_key_documented_in_docs():
+    import dataclasses
+
+    doc = (REPO / "docs/graph.md").read_text()
+    for key, help_text, f in _keys(GraphConfig):
+        assert help_text, f"config key {key} has no help text"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert f"| `{key}` |" in doc, f"config key {key} is not listed in docs/graph.md"
+        assert f"| `{default}` |" in doc.split(f"| `{key}` |", 1)[1].split("\n", 1)[0], \
+            f"docs/graph.md lists a stale default for {key}"

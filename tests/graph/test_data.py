@@ -1,4 +1,4 @@
-"""Planetoid loading: public split, read-only roots, PubMed when present."""
+"""Planetoid loading: public split, read-only roots, raw files verified before reading, PubMed when present."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ def test_cora_public_split(cora):
     assert torch.allclose(cora.x.sum(1)[cora.x.sum(1) > 0], torch.ones(1))  # row-normalised
 
 
-def test_read_only_root_is_copied_to_a_writable_cache(tmp_path, monkeypatch, planetoid_copy):
+def test_read_only_root_is_read_and_never_written(tmp_path, planetoid_copy):
     root = planetoid_copy("Cora", tmp_path / "shared")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     dirs = [root / "Planetoid", root / "Planetoid" / "Cora", root / "Planetoid" / "Cora" / "raw"]
-    for d in dirs:  # r-x, like the shared dataset folder (root ignores the bits; we must not)
+    for d in dirs:  # r-x, like the shared dataset folder
         d.chmod(0o555)
     try:
         data = gd.load_planetoid("cora", root)
@@ -28,8 +27,49 @@ def test_read_only_root_is_copied_to_a_writable_cache(tmp_path, monkeypatch, pla
         for d in dirs:
             d.chmod(0o755)
     assert data.num_nodes == 2708
-    assert not (root / "Planetoid" / "Cora" / "processed").exists()  # nothing written there
-    assert (tmp_path / "cache" / "fedticket" / "planetoid" / "Cora" / "processed").is_dir()
+    assert sorted(p.name for p in (root / "Planetoid" / "Cora").iterdir()) == ["raw"]  # no processed/
+
+
+class _Payload:
+    """Unpickling this creates ``path``: proof that code from the file ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("same_size", [False, True])
+def test_planted_pickle_is_refused_before_it_runs(tmp_path, planetoid_copy, same_size):
+    import pickle
+
+    root = planetoid_copy("Cora", tmp_path / "data")
+    marker = tmp_path / "payload-ran"
+    blob = pickle.dumps(_Payload(marker))
+    target = root / "Planetoid" / "Cora" / "raw" / "ind.cora.x"
+    if same_size:  # pickle stops at STOP: padding keeps it loadable and matches the size check
+        blob += b"\0" * (gd.RAW_SHA256["ind.cora.x"][0] - len(blob))
+    target.write_bytes(blob)
+    with pytest.raises(UserError, match="ind.cora.x") as e:
+        gd.load_planetoid("cora", root)
+    assert "refusing" in str(e.value) and "delete it" in str(e.value)
+    assert ("SHA-256" in str(e.value)) == same_size
+    assert not marker.exists()
+    pickle.loads(blob).close()  # the payload is live: unpickled, it does run
+    assert marker.exists()
+
+
+def test_every_raw_file_has_a_published_hash():
+    for name in gd.DATASETS:
+        for f in gd.raw_files(name):
+            assert f in gd.RAW_SHA256 or f in gd.RAW_GIT_BLOB_SHA1, f
+
+
+def test_shared_files_match_the_published_hashes(tmp_path, planetoid_copy):
+    for name in ("Cora", "CiteSeer"):
+        root = planetoid_copy(name, tmp_path / name)
+        gd.verify_raw(name, root / "Planetoid" / name / "raw")  # raises on any mismatch
 
 
 def test_unknown_dataset_name():

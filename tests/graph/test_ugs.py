@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from fedticket.core import kept_count, prunable_parameters
+from fedticket.core import prunable_parameters
 from graph.edges import num_removed, undirected_pairs
+from graph.levels import make_levels
 from graph.models import build_model
 from graph.ugs import UGS, edge_index_for
 
@@ -21,14 +24,15 @@ def test_ugs_reaches_schedule_densities(graph_factory, model_name):
     rounds = 4
     gs = [1 - 0.95 ** k for k in range(1, rounds + 1)]
     ws = [1 - 0.8 ** k for k in range(1, rounds + 1)]
-    ugs = UGS(model, init, data.x, data, data.edge_index, up, graph_targets=gs, weight_targets=ws,
-              mask_epochs=4, lr=0.01, seed=0)
     n_w = sum(p.numel() for p in prunable_parameters(model).values())
+    levels = make_levels([(k, gs[k - 1], ws[k - 1]) for k in range(1, rounds + 1)], up.num_pairs, n_w)
+    ugs = UGS(model, init, data.x, data, data.edge_index, up, levels=levels, mask_epochs=4,
+              lr=0.01, seed=0)
     prev_pairs, prev_mask = None, None
     for r in range(1, rounds + 1):
         rnd = ugs.run_round(r)
         assert int(rnd.pair_keep.sum()) == up.num_pairs - num_removed(gs[r - 1], up.num_pairs)
-        assert rnd.weight_mask.num_kept == kept_count(1 - ws[r - 1], n_w)
+        assert rnd.weight_mask.num_kept == n_w - math.ceil(ws[r - 1] * n_w)  # TEDDY's count
         assert rnd.weight_mask.density == pytest.approx(0.8 ** r, abs=1.5 / n_w)
         if prev_pairs is not None:
             assert not (rnd.pair_keep & ~prev_pairs).any()  # nothing revived
@@ -47,8 +51,9 @@ def test_ugs_mask_phase_rewinds_to_init(graph_factory):
     model = build_model("gcn", data.num_features, 3, hidden=8)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     up = undirected_pairs(data.edge_index, data.num_nodes)
-    ugs = UGS(model, init, data.x, data, data.edge_index, up, graph_targets=[0.05, 0.1],
-              weight_targets=[0.2, 0.36], mask_epochs=3, seed=1)
+    n_w = sum(p.numel() for p in prunable_parameters(model).values())
+    levels = make_levels([(1, 0.05, 0.2), (2, 0.1, 0.36)], up.num_pairs, n_w)
+    ugs = UGS(model, init, data.x, data, data.edge_index, up, levels=levels, mask_epochs=3, seed=1)
     ugs.run_round(1)
     # the next round starts from θ0 again (masked): load happens inside; check by running it
     model.load_state_dict(init)
