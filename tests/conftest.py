@@ -27,3 +27,13 @@ def data_root() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny tensors on small shared machines, where more threads only add
+    contention; results do not depend on it."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

@@ -5,14 +5,7 @@ from torch.func import functional_call
 
 from fedticket.core import bip_prune, kept_count, mask_from_scores
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _task(seed=0):

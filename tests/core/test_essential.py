@@ -4,14 +4,7 @@ from torch import nn
 
 from fedticket.core import essential_sparsity, sharp_drop_point
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sharp_drop_point_is_the_last_level_before_the_first_big_drop():

@@ -5,14 +5,7 @@ from torch import nn
 from fedticket.core import GraNet, kept_count
 from fedticket.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(model, sched, steps, seed=0):

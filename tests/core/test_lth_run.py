@@ -13,14 +13,7 @@ from fedticket.lth.runner import run_lth
 from fedticket.lth.train import TrainSpec, train
 from fedticket.results import read_csv
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "configs" / "lth" / "quickstart.yaml")
 TINY = ["train_subset=600", "val_size=300", "test_subset=300", "iterations=20", "eval_every=5",

@@ -8,14 +8,7 @@ from fedticket.core import METHODS, is_nm, nm_mask_from_scores, parse_nm, prune
 from fedticket.core.nm import semi_structured_available, semi_structured_linear
 from fedticket.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_group_keeps_exactly_n_of_the_top_scores():

@@ -7,14 +7,7 @@ from fedticket.core import iterative_magnitude_pruning, pq_index, pq_report, sap
 from fedticket.core.pqi import sap_prune_fraction
 from fedticket.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pq_index_definition_and_extremes():

@@ -35,12 +35,8 @@ def copy_planetoid(name: str, dst_root: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: the machines these run on are small and shared; results do not depend on it."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _one_thread(one_torch_thread):
+    """Every graph test on one thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
