@@ -18,6 +18,12 @@ from fedticket.errors import ConfigError
 METHODS = ("teddy", "ugs", "random")
 
 
+def _free(text: str) -> dict:
+    """Help of a key that chooses which rows a run computes, where, or how fast, never what a
+    row's number is: a resume may change it (``results`` metadata, fedticket.config)."""
+    return {"help": text, "results": False}
+
+
 def _h(text: str) -> dict:
     return {"help": text}
 
@@ -61,7 +67,7 @@ class SweepConfig:
     graph_rate: float = field(default=0.05, metadata=_h("p_g: level k has graph sparsity 1-(1-p_g)^k"))
     weight_rate: float = field(default=0.2, metadata=_h("p_w: level k has weight sparsity 1-(1-p_w)^k"))
     num_levels: int = field(default=20, metadata=_h("K: levels 1..K"))
-    levels: list[int] = field(default_factory=list, metadata=_h("run only these levels (empty: all 1..K); --levels 1,5,10"))
+    levels: list[int] = field(default_factory=list, metadata=_free("run only these levels (empty: all 1..K); --levels 1,5,10"))
     graph_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit graph sparsity per level (overrides graph_rate; length K)"))
     weight_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit weight sparsity per level (overrides weight_rate; length K)"))
 
@@ -128,7 +134,7 @@ class UGSConfig:
 
 @dataclass
 class DataConfig:
-    root: str | None = field(default=None, metadata=_h("folder holding Planetoid/<Name>/raw (else --data-root, $FEDTICKET_DATA, ./data); the FL side's data.root"))
+    root: str | None = field(default=None, metadata=_free("folder holding Planetoid/<Name>/raw (else --data-root, $FEDTICKET_DATA, ./data); the FL side's data.root"))
 
 
 @dataclass
@@ -139,14 +145,14 @@ class GraphConfig:
                   "out_root": "replaced by output_dir, the results folder itself (null = "
                               "runs/graph/<name>-<time>)"}
 
-    name: str = field(default="graph", metadata=_h("run name (results folder name when --out is not given)"))
+    name: str = field(default="graph", metadata=_free("run name (results folder name when --out is not given)"))
     dataset: str = field(default="cora", metadata=_h("cora, citeseer or pubmed (PyG Planetoid, public split)"))
     normalize_features: bool = field(default=True, metadata=_h("row-normalise features (as the GCN/TEDDY code)"))
-    methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_h("any of teddy, ugs, random; the dense model is always trained"))
-    seeds: list[int] = field(default_factory=lambda: [0], metadata=_h("one full sweep per seed; summary reports mean ± std"))
-    torch_threads: int | None = field(default=None, metadata={**_h("torch CPU threads (null: torch's default; 1 is fastest on a busy machine); the FL side's sim.torch_threads"), "ge": 1})
-    save_masks: bool = field(default=True, metadata=_h("save each level's weight mask and edge mask (safetensors)"))
-    output_dir: str | None = field(default=None, metadata=_h("results folder (--out overrides; null: runs/graph/<name>-<time>), as on the FL side"))
+    methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_free("any of teddy, ugs, random; the dense model is always trained"))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_free("one full sweep per seed; summary reports mean ± std"))
+    torch_threads: int | None = field(default=None, metadata={**_free("torch CPU threads (null: torch's default; 1 is fastest on a busy machine); the FL side's sim.torch_threads"), "ge": 1})
+    save_masks: bool = field(default=True, metadata=_free("save each level's weight mask and edge mask (safetensors)"))
+    output_dir: str | None = field(default=None, metadata=_free("results folder (--out overrides; null: runs/graph/<name>-<time>), as on the FL side"))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

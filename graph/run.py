@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from fedticket.config import flatten, load_config, to_dict
+from fedticket.config import flatten, load_config, result_keys, to_dict
 from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
 from fedticket.results import RunDir, check_output_dir, plot_lines
@@ -48,10 +48,6 @@ from graph.sweep import run_seed
 
 RESULT_FILES = ("levels.csv", "summary.json", "test_acc_vs_graph_sparsity.png",
                 "test_acc_vs_weight_sparsity.png")
-# Keys that choose *which* rows a run computes (or how fast), not what any row's number is: a
-# resume may change them (e.g. add levels or seeds) and still reuse every row already computed.
-RESUME_FREE_KEYS = ("name", "data.root", "torch_threads", "output_dir", "save_masks", "seeds",
-                    "methods", "sweep.levels")
 
 
 def _level_overrides(levels: str | None) -> list[str]:
@@ -137,8 +133,9 @@ def check_results_folder(out: str | os.PathLike, config: dict, overwrite: bool =
 
     * ``out`` is an existing file, or cannot be created / written: ``ConfigError``;
     * no results there yet: ``[]`` (a fresh run);
-    * results of the *same* config (``config`` is the resolved config as a dict; keys in
-      :data:`RESUME_FREE_KEYS` may differ): the rows already computed, to resume from;
+    * results of the *same* config (``config`` is the resolved config as a dict; keys whose
+      schema metadata says ``results: False`` may differ): the rows already computed, to resume
+      from;
     * results of a *different* config: ``ConfigError`` naming the differing keys, unless
       ``overwrite``, which deletes the old results (``levels.csv``, ``summary.json``, plots,
       ``masks/``) and returns ``[]``.
@@ -165,8 +162,10 @@ def check_results_folder(out: str | os.PathLike, config: dict, overwrite: bool =
         raise ConfigError(f"{out} holds results ({', '.join(present)}) but no readable config.yaml "
                           f"({type(e).__name__}); {fix}") from None
     old, new = flatten(saved), flatten(config)
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in RESUME_FREE_KEYS and old.get(k, "<unset>") != new.get(k, "<unset>"))
+    # the schema says which keys change a row's numbers; the others (seeds, methods, levels,
+    # threads, paths) may differ, so a resume can add levels or seeds and reuse every row
+    differ = sorted(k for k in result_keys(GraphConfig)
+                    if old.get(k, "<unset>") != new.get(k, "<unset>"))
     if differ:
         shown = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
                           for k in differ[:3])
