@@ -104,7 +104,7 @@ class FedPMConfig:
 
 @dataclass
 class SignScoreConfig:
-    server_lr: float = _f(0.3, "signscore: server learning rate on the pseudo-gradient (mean ±1 "
+    server_lr: float = _f(0.6, "signscore: server learning rate on the pseudo-gradient (mean ±1 "
                                "vote − server score); 1 with momentum 0 = replace by the vote.", gt=0, le=2)
     server_momentum: float = _f(0.0, "signscore: server momentum on that pseudo-gradient.", ge=0, lt=1)
     temperature: float = _f(1.0, "signscore: a client's bit is 1 with probability "
