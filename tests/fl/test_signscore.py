@@ -141,3 +141,13 @@ def test_resumed_server_restarts_its_score_from_the_signs():
     out = m.aggregate(3, [], [], wire.bits_array(bits))
     assert torch.equal(wire.decode_bits_array(out, ticket.kept), bits)
     assert torch.allclose(m._score.abs(), torch.full((ticket.kept,), cfg.signscore.init_margin))
+
+
+def test_a_run_through_the_real_client_app_sends_one_packed_bit_per_kept_weight(tiny, tmp_path):
+    from fedticket.fl.server_app import run_in_process
+
+    cfg = tiny("method=signscore", "eval.personal_every=0", "server.checkpoint=false")
+    summary = run_in_process(cfg, tmp_path / "run")
+    header = len(wire.bits_array(torch.zeros(0, dtype=torch.bool)).data)
+    assert summary["uplink_bytes_per_client_round"] == math.ceil(summary["kept_weights"] / 8) + header
+    assert summary["rounds"] == 2 and summary["rejected_replies"] == 0
