@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping
 from fedticket.config import describe, load_config, option, section, to_dict, unflatten
 from fedticket.errors import ConfigError
 
-METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask")
+METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore")
 DATASETS = ("fashionmnist", "mnist", "cifar10")
 PARTITIONS = ("iid", "dirichlet", "shards", "pathological")
 MODEL_NAMES = ("lenet300", "conv4", "conv6", "vgg16", "resnet18")
@@ -103,6 +103,21 @@ class FedPMConfig:
 
 
 @dataclass
+class SignScoreConfig:
+    server_lr: float = _f(0.6, "signscore: server learning rate on the pseudo-gradient (mean ±1 "
+                               "vote − server score); 1 with momentum 0 = replace by the vote.", gt=0, le=2)
+    server_momentum: float = _f(0.0, "signscore: server momentum on that pseudo-gradient.", ge=0, lt=1)
+    temperature: float = _f(1.0, "signscore: a client's bit is 1 with probability "
+                                 "sigmoid(2·s/(T·mean abs(s))) (smaller = closer to sign(s)).", gt=0)
+    init_margin: float = _f(0.1, "signscore: initial server score of every kept weight (sign +1 "
+                                 "= the ticket); also the magnitude a resumed server restarts from.", gt=0)
+    weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
+                                 "output unit's kept fan-in has sum of squares 2 (He), data-free, "
+                                 "instead of only model.scale_by_density.")
+
+
+
+@dataclass
 class EvalConfig:
     personal_every: int = _f(1, "Personalised evaluation every N rounds (0 = never; the last "
                                 "round is always evaluated when > 0).", ge=0)
@@ -171,10 +186,11 @@ class ServerConfig:
 
 @dataclass
 class FLConfig:
-    method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask"] = _f(
+    method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore"] = _f(
         "hidenseek", "hidenseek (sign supermask, 1-bit vote), fedavg (dense float32), fedavg-subnet "
                      "(float32 of the SynFlow-kept weights), fedpm (Bernoulli mask, Beta "
-                     "aggregation), binary-mask ({0,1} supermask, majority vote).")
+                     "aggregation), binary-mask ({0,1} supermask, majority vote), signscore "
+                     "(stochastic 1-bit signs moving a server-held score, see signscore.*).")
     aggregation: Literal["vote", "mean_score"] = _f(
         "vote", "hidenseek / binary-mask only: vote = weighted majority vote over 1-bit masks "
                 "(ties keep the previous global bit); mean_score = ablation that uploads float32 "
@@ -190,6 +206,7 @@ class FLConfig:
     data: DataConfig = _section(DataConfig, "Dataset and partitioning.")
     train: TrainConfig = _section(TrainConfig, "Local training.")
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
+    signscore: SignScoreConfig = _section(SignScoreConfig, "SignScore method settings.")
     eval: EvalConfig = _section(EvalConfig, "Evaluation.")
     sim: SimConfig = _section(SimConfig, "Flower simulation engine.", results=False)
     server: ServerConfig = _section(ServerConfig, "Server: per-phase timeouts, node counts, "

@@ -13,6 +13,7 @@ from fedticket.fl.methods.fedavg import FedAvgMethod
 from fedticket.fl.methods.fedavg_subnet import FedAvgSubnetMethod
 from fedticket.fl.methods.fedpm import FedPMMethod
 from fedticket.fl.methods.hidenseek import HideNseekMethod
+from fedticket.fl.methods.signscore import SignScoreMethod
 
 REGISTRY: dict[str, type[Method]] = {
     "hidenseek": HideNseekMethod,
@@ -20,6 +21,7 @@ REGISTRY: dict[str, type[Method]] = {
     "fedpm": FedPMMethod,
     "fedavg": FedAvgMethod,
     "fedavg-subnet": FedAvgSubnetMethod,
+    "signscore": SignScoreMethod,
 }
 
 

@@ -1,0 +1,122 @@
+"""SignScore: a sign supermask whose global signs come from a server-held real-valued score.
+
+Why (issue 10): HideNseek's hard majority vote re-decides every sign from scratch each round.
+In the conv4 / pathological (2 classes per client) setting every client flips ~28 % of its signs
+in round 1 to fit its two classes, the vote flips ~24 % of the global signs at once and the frozen
+network is dead from round 2 on (train loss = ln 10, score updates ~1e-5, no sign flips; see
+docs/fl.md, "SignScore"). SignScore changes three things, each an option:
+
+* **stochastic 1-bit uplink** — a client sends bit = 1 with probability
+  sigmoid(2·s / (T·mean|s|)), so its ±1 vote has expectation tanh(s / (T·mean|s|)): the server's
+  average is an unbiased estimate of the clients' soft signs (as FedPM samples its masks), not a
+  hard sign. Scaling by the client's own mean |score| makes T free of the layer fan-in and lr.
+  Still ``ceil(kept/8)`` bytes + header per client (``fedticket.bits``).
+* **server-held score** — the server keeps one float per kept weight (starting at
+  ``signscore.init_margin``, sign +1 = the ticket) and moves it with the clients' mean vote ``d``
+  as a pseudo-gradient: ``v = momentum·v + (d − s)``, ``s += server_lr·v`` (FedBAT / FedMRN). A
+  sign flips only when the clients keep voting against it, so one round cannot flip a quarter
+  of the network. ``server_lr=1, momentum=0`` with deterministic votes is the plain majority vote.
+* **variance-preserving weights** (``signscore.weight_norm``) — SynFlow keeps the largest
+  weights and layer densities differ widely (conv4 at 10 %: 99 % … 3.6 %), so the shared
+  1/sqrt(density) rescaling over-amplifies: conv4's logits start at std ≈ 30 (loss ≈ 72). This
+  option rescales each masked layer, data-free and identically on server and clients, so that
+  every output unit's kept fan-in has E[Σ w²] = 2 (He): activations keep their scale.
+
+Downlink: the signs of the server score, 1 bit per kept weight. The server score lives in the
+server's Method object; a resumed run restarts it from the checkpointed signs (magnitude
+``init_margin``), which is the only state the checkpoint does not carry.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from fedticket.fl import wire
+from fedticket.fl.methods.base import client_seed
+from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
+from fedticket.fl.model import Ticket
+
+
+def stochastic_sign_bits(scores: torch.Tensor, temperature: float,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """bit = 1 with probability sigmoid(2s/(T·mean|s|)): E[2·bit − 1] = tanh(s/(T·mean|s|))."""
+    s = scores.reshape(-1).double()
+    scale = float(s.abs().mean()) if s.numel() else 1.0
+    scale = scale if scale > 0 else 1.0
+    p = torch.sigmoid(2.0 * s / (float(temperature) * scale))
+    return torch.rand(s.shape, generator=generator, dtype=torch.float64) < p
+
+
+def server_step(score: torch.Tensor, velocity: torch.Tensor, bits: list[torch.Tensor],
+                weights: list[float], lr: float, momentum: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the server score toward the example-weighted mean ±1 vote; returns (score, velocity)."""
+    total = float(sum(weights))
+    d = torch.zeros_like(score, dtype=torch.float64)
+    for b, w in zip(bits, weights, strict=True):
+        d += (b.reshape(-1).double() * 2 - 1) * (float(w) / total)
+    velocity = momentum * velocity.double() + (d - score.double())
+    return (score.double() + lr * velocity).float(), velocity.float()
+
+
+@torch.no_grad()
+def variance_preserving(ticket: Ticket) -> Ticket:
+    """A copy of ``ticket`` whose masked layers have E[Σ_kept-fan-in w²] = 2 per output unit."""
+    model = copy.deepcopy(ticket.model)
+    params = dict(model.named_parameters())
+    for name, m in ticket.mask.items():
+        p = params[name]
+        if p.ndim < 2:
+            continue
+        w = p * m.to(p.dtype)
+        per_unit = (w.reshape(w.shape[0], -1) ** 2).sum(1)
+        mean = float(per_unit.mean())
+        if mean > 0:
+            p.copy_(w * math.sqrt(2.0 / mean))
+    return Ticket(model=model, mask=ticket.mask)
+
+
+class SignScoreLearner(SupermaskLearner):
+    """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
+
+    def update(self, server_round):
+        g = torch.Generator().manual_seed(client_seed(self.cfg, server_round, self.partition_id, 7))
+        return wire.bits_array(stochastic_sign_bits(self.net.score_vector(),
+                                                    self.cfg.signscore.temperature, g))
+
+
+class SignScoreMethod(HideNseekMethod):
+    """1-bit stochastic signs up, a server-held score with lr and momentum, 1-bit signs down."""
+
+    name = "signscore"
+    uplink_kind = wire.BITS
+
+    def __init__(self, cfg, ticket):
+        if cfg.signscore.weight_norm:
+            ticket = variance_preserving(ticket)
+        super().__init__(cfg, ticket)
+        self._score: torch.Tensor | None = None
+        self._velocity: torch.Tensor | None = None
+
+    def initial_global(self):
+        self._score = torch.full((self.ticket.kept,), float(self.cfg.signscore.init_margin))
+        self._velocity = torch.zeros(self.ticket.kept)
+        return wire.bits_array(self._score >= 0)
+
+    def aggregate(self, server_round, updates, weights, current):
+        if self._score is None:  # a resumed server: only the signs survived
+            prev = wire.decode_bits_array(current, self.ticket.kept)
+            margin = float(self.cfg.signscore.init_margin)
+            self._score = torch.where(prev, margin, -margin).float()
+            self._velocity = torch.zeros(self.ticket.kept)
+        if updates:
+            self._score, self._velocity = server_step(
+                self._score, self._velocity, list(updates), list(weights),
+                self.cfg.signscore.server_lr, self.cfg.signscore.server_momentum)
+        return wire.bits_array(self._score >= 0)
+
+    def learner(self, partition_id, local_state=None):
+        return SignScoreLearner(self.cfg, self.ticket, partition_id, local_state, kind=self.kind)
