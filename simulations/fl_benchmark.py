@@ -39,7 +39,7 @@ ENGINE_FACTOR = 1.6    # engine round / in-memory round, a conservative first gu
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all five)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all)")
     p.add_argument("--rounds", type=int, default=100, help="rounds per method (same for all)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds for all methods together; rounds are cut to fit (equal for all)")
