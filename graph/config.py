@@ -24,60 +24,41 @@ def _free(text: str) -> dict:
     return {"help": text, "results": False}
 
 
-def _h(text: str) -> dict:
-    return {"help": text}
+def _h(text: str, **rng) -> dict:
+    """Help and range (gt/ge/lt/le, checked by fedticket.config for every side alike)."""
+    return {"help": text, **rng}
 
 
 @dataclass
 class ModelConfig:
     name: Literal["gcn", "gat", "gin"] = field(default="gcn", metadata=_h("GNN: gcn, gat or gin (two layers each)"))
-    hidden: int = field(default=512, metadata=_h("hidden width (GAT: total over heads, hidden/heads per head)"))
-    heads: int = field(default=8, metadata=_h("GAT attention heads in the first layer"))
-    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention, 0.6 in the paper; GIN: 0 in the TEDDY code)"))
+    hidden: int = field(default=512, metadata=_h("hidden width (GAT: total over heads, hidden/heads per head)", ge=1))
+    heads: int = field(default=8, metadata=_h("GAT attention heads in the first layer", ge=1))
+    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention, 0.6 in the paper; GIN: 0 in the TEDDY code)", ge=0, lt=1))
 
     def validate(self) -> None:
-        if self.hidden < 1:
-            raise ConfigError(f"model.hidden must be >= 1, got {self.hidden}")
-        if self.heads < 1:
-            raise ConfigError(f"model.heads must be >= 1, got {self.heads}")
         if self.name == "gat" and self.hidden % self.heads:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads "
                               f"({self.heads}) for GAT")
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
 class TrainConfig:
-    lr: float = field(default=0.01, metadata=_h("Adam learning rate"))
-    weight_decay: float = field(default=5e-4, metadata=_h("Adam (L2) weight decay"))
-    epochs: int = field(default=200, metadata=_h("full-batch epochs per training run"))
-
-    def validate(self) -> None:
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.epochs < 1:
-            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+    lr: float = field(default=0.01, metadata=_h("Adam learning rate", gt=0))
+    weight_decay: float = field(default=5e-4, metadata=_h("Adam (L2) weight decay", ge=0))
+    epochs: int = field(default=200, metadata=_h("full-batch epochs per training run", ge=1))
 
 
 @dataclass
 class SweepConfig:
-    graph_rate: float = field(default=0.05, metadata=_h("p_g: level k has graph sparsity 1-(1-p_g)^k"))
-    weight_rate: float = field(default=0.2, metadata=_h("p_w: level k has weight sparsity 1-(1-p_w)^k"))
-    num_levels: int = field(default=20, metadata=_h("K: levels 1..K"))
+    graph_rate: float = field(default=0.05, metadata=_h("p_g: level k has graph sparsity 1-(1-p_g)^k", ge=0, lt=1))
+    weight_rate: float = field(default=0.2, metadata=_h("p_w: level k has weight sparsity 1-(1-p_w)^k", ge=0, lt=1))
+    num_levels: int = field(default=20, metadata=_h("K: levels 1..K", ge=1))
     levels: list[int] = field(default_factory=list, metadata=_free("run only these levels (empty: all 1..K); --levels 1,5,10"))
     graph_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit graph sparsity per level (overrides graph_rate; length K)"))
     weight_sparsities: list[float] = field(default_factory=list, metadata=_h("explicit weight sparsity per level (overrides weight_rate; length K)"))
 
     def validate(self) -> None:
-        for key in ("graph_rate", "weight_rate"):
-            v = getattr(self, key)
-            if not (0.0 <= v < 1.0) or math.isnan(v):
-                raise ConfigError(f"sweep.{key} must be in [0, 1) (a fraction pruned per level), got {v}")
-        if self.num_levels < 1:
-            raise ConfigError(f"sweep.num_levels must be >= 1, got {self.num_levels}")
         for key in ("graph_sparsities", "weight_sparsities"):
             vals = getattr(self, key)
             if vals and len(vals) != self.num_levels:
@@ -106,30 +87,18 @@ class SweepConfig:
 
 @dataclass
 class TeddyConfig:
-    kd_lambda: float = field(default=10.0, metadata=_h("λ of CE + λ·KL(teacher‖student) (10: the TEDDY README); 0 disables distillation"))
-    temperature: float = field(default=1.0, metadata=_h("distillation temperature T (loss scaled by T²)"))
+    kd_lambda: float = field(default=10.0, metadata=_h("λ of CE + λ·KL(teacher‖student) (10: the TEDDY README); 0 disables distillation", ge=0))
+    temperature: float = field(default=1.0, metadata=_h("distillation temperature T (loss scaled by T²)", gt=0))
     weight_scope: Literal["global", "layer"] = field(default="global", metadata=_h("ℓ0 projection as one global selection (global, TEDDY) or per tensor (layer)"))
     project: Literal["all", "weights"] = field(default="all", metadata=_h("ℓ0 ball over all parameters incl. biases, GIN ε, GAT attention (all, TEDDY) or weight tensors only"))
-
-    def validate(self) -> None:
-        if self.kd_lambda < 0:
-            raise ConfigError(f"teddy.kd_lambda must be >= 0, got {self.kd_lambda}")
-        if self.temperature <= 0:
-            raise ConfigError(f"teddy.temperature must be > 0, got {self.temperature}")
 
 
 @dataclass
 class UGSConfig:
-    mask_epochs: int = field(default=200, metadata=_h("epochs of joint weight + mask training per pruning round"))
-    edge_l1: float = field(default=1e-6, metadata=_h("ℓ1 coefficient on the edge mask (lamb_a of the TEDDY code's UGS)"))
-    weight_l1: float = field(default=1e-5, metadata=_h("ℓ1 coefficient on the weight masks (lamb_w of the TEDDY code's UGS)"))
+    mask_epochs: int = field(default=200, metadata=_h("epochs of joint weight + mask training per pruning round", ge=1))
+    edge_l1: float = field(default=1e-6, metadata=_h("ℓ1 coefficient on the edge mask (lamb_a of the TEDDY code's UGS)", ge=0))
+    weight_l1: float = field(default=1e-5, metadata=_h("ℓ1 coefficient on the weight masks (lamb_w of the TEDDY code's UGS)", ge=0))
     mask_init_noise: float = field(default=1e-5, metadata=_h("masks start at 1 + noise·U(0,1), to break ties"))
-
-    def validate(self) -> None:
-        if self.mask_epochs < 1:
-            raise ConfigError(f"ugs.mask_epochs must be >= 1, got {self.mask_epochs}")
-        if self.edge_l1 < 0 or self.weight_l1 < 0:
-            raise ConfigError("ugs.edge_l1 and ugs.weight_l1 must be >= 0")
 
 
 @dataclass

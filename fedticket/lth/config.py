@@ -7,7 +7,6 @@ finishes in minutes on two CPU cores.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,8 +17,8 @@ from fedticket.lth.train import TrainSpec
 CONTROLS = ("reinit", "random_mask")
 
 
-def _h(text: str) -> dict:
-    return {"help": text}
+def _h(text: str, **rng) -> dict:
+    return {"help": text, **rng}
 
 
 @dataclass
@@ -40,20 +39,20 @@ class LTHConfig:
     dataset: Literal["fashionmnist", "fashion-mnist", "mnist", "cifar10"] = field(
         default="fashionmnist", metadata=_h("vision dataset (fedticket.datasets)"))
     data: DataConfig = section(DataConfig, "where the data is", results=False)
-    val_size: int = field(default=5000, metadata=_h("validation images held out of the training split"))
-    train_subset: int = field(default=0, metadata=_h("keep only this many training images (0 = all)"))
-    test_subset: int = field(default=0, metadata=_h("keep only the first N test images (0 = all)"))
+    val_size: int = field(default=5000, metadata=_h("validation images held out of the training split", ge=1))
+    train_subset: int = field(default=0, metadata=_h("keep only this many training images (0 = all)", ge=0))
+    test_subset: int = field(default=0, metadata=_h("keep only the first N test images (0 = all)", ge=0))
     seed: int = field(default=0, metadata=_h("seed of the init, the data order and the controls"))
-    iterations: int = field(default=1500, metadata=_h("training iterations per level and per control"))
-    batch_size: int = field(default=60, metadata=_h("minibatch size"))
+    iterations: int = field(default=1500, metadata=_h("training iterations per level and per control", ge=1))
+    batch_size: int = field(default=60, metadata=_h("minibatch size", ge=1))
     optimizer: Literal["adam", "sgd"] = field(default="adam", metadata=_h("adam or sgd (momentum)"))
-    lr: float = field(default=1.2e-3, metadata=_h("learning rate (constant)"))
+    lr: float = field(default=1.2e-3, metadata=_h("learning rate (constant)", gt=0))
     momentum: float = field(default=0.9, metadata=_h("SGD momentum"))
-    weight_decay: float = field(default=0.0, metadata=_h("L2 weight decay"))
-    eval_every: int = field(default=100, metadata=_h("validation every N iterations (early-stop resolution)"))
+    weight_decay: float = field(default=0.0, metadata=_h("L2 weight decay", ge=0))
+    eval_every: int = field(default=100, metadata=_h("validation every N iterations (early-stop resolution)", ge=1))
     levels: int = option(10, "pruning levels after the dense level 0; density (1-p)^k (may grow on "
                          "resume: finished levels are skipped)", ge=0, results=False)
-    prune_fraction: float = field(default=0.2, metadata=_h("p: fraction of the remaining weights pruned per level"))
+    prune_fraction: float = field(default=0.2, metadata=_h("p: fraction of the remaining weights pruned per level", gt=0, lt=1))
     scope: Literal["global", "layer"] = field(default="global", metadata=_h("rank magnitudes over all layers or per layer"))
     rewind_iteration: int = field(default=0, metadata=_h("0 = reset to the init; k > 0 = rewind to iteration k (late rewinding)"))
     controls: list[str] = field(default_factory=lambda: list(CONTROLS),
@@ -63,22 +62,13 @@ class LTHConfig:
                                        results=False)
 
     def validate(self) -> None:
-        for key in ("iterations", "batch_size", "eval_every", "val_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0.0 < self.prune_fraction < 1.0:
-            raise ConfigError(f"prune_fraction must be in (0, 1), got {self.prune_fraction} (0.2 = 20 %)")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        # single-key ranges live in the field metadata (checked by fedticket.config)
         if not 0 <= self.rewind_iteration < self.iterations:
             raise ConfigError(f"rewind_iteration must be in [0, iterations={self.iterations}), "
                               f"got {self.rewind_iteration}")
         bad = [c for c in self.controls if c not in CONTROLS]
         if bad:
             raise ConfigError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
-        for key in ("train_subset", "test_subset", "weight_decay"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
 
     def train_spec(self) -> TrainSpec:
         return TrainSpec(self.iterations, self.batch_size, self.optimizer, self.lr, self.momentum,
