@@ -70,16 +70,18 @@ class SeedContext:
     def save_level(self, method: str, level: int, mask: Mask | None, edge_index: Tensor) -> str:
         if self.mask_dir is None:
             return ""
-        from safetensors.torch import save_file
+        from fedticket.core import tensorfile
+        from fedticket.results import atomic_write_bytes
 
         stem = f"{method}_seed{self.seed}_level{level:02d}"
         name = ""
         if mask is not None:
             mask.save(self.mask_dir / f"{stem}.weights.safetensors")
             name = f"masks/{stem}.weights.safetensors"
-        save_file({"edge_index": edge_index.detach().cpu().contiguous()},
-                  str(self.mask_dir / f"{stem}.edges.safetensors"),
-                  metadata={"format": "fedticket.edges/1"})
+        # checksummed like the weight mask beside it (core.tensorfile)
+        atomic_write_bytes(self.mask_dir / f"{stem}.edges.safetensors",
+                           tensorfile.dumps({"edge_index": edge_index},
+                                            {"format": "fedticket.edges/2"}))
         return name
 
 

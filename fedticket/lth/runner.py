@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from fedticket.config import flatten, load_config, result_keys, to_dict
+from fedticket.core import tensorfile
 from fedticket.core.apply import apply_mask
 from fedticket.core.imp import rewind_weights
 from fedticket.core.mask import Mask
@@ -40,26 +41,26 @@ from fedticket.core.pqi import pq_report
 from fedticket.core.prune import mask_from_scores
 from fedticket.core.selection import prunable_parameters
 from fedticket.datasets import resolve_data_root
-from fedticket.errors import ConfigError
+from fedticket.errors import ConfigError, UserError
 from fedticket.lth.config import LTHConfig
 from fedticket.lth.data import load_splits
 from fedticket.lth.train import train
 from fedticket.models import build_model
-from fedticket.results import RunDir, check_output_dir, plot_lines
+from fedticket.results import RunDir, atomic_write_bytes, check_output_dir, plot_lines
 
 
 def _save_state(path: Path, model: torch.nn.Module) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    # checksummed and atomic, like every file the project writes and reads back on resume
+    atomic_write_bytes(path, tensorfile.dumps(dict(model.state_dict()),
+                                              {"format": "fedticket.lth-state/1"}))
 
 
 def _load_state(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))  # safetensors: tensors only, nothing is unpickled
+    try:
+        tensors, _ = tensorfile.loads(path.read_bytes(), str(path))
+    except ValueError as e:  # damaged or foreign: one line naming the file, nothing unpickled
+        raise UserError(f"{e}; delete it (that level is then recomputed) or choose another --out") from None
+    return tensors
 
 
 def check_resume(rundir: RunDir, cfg: LTHConfig) -> None:

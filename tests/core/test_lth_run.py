@@ -129,3 +129,16 @@ def test_early_stop_iteration_is_the_best_validation_iteration():
     best = max(evals)
     assert res.early_stop_iteration == 5 * (evals.index(best) + 1)
     assert res.best_val_accuracy == best
+
+
+def test_resume_refuses_a_damaged_ticket_state(tmp_path, data_root):
+    from fedticket.errors import UserError
+
+    out = tmp_path / "run"
+    run_lth(_cfg(), out, data_root, progress=False, say=lambda *a: None)
+    state = out / "levels/level_02/ticket.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])  # 64 bytes of tensor data flipped
+    state.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="ticket.safetensors fails its SHA-256 checksum"):
+        run_lth(_cfg(["levels=3"]), out, data_root, progress=False, say=lambda *a: None)
