@@ -5,7 +5,6 @@
 * :mod:`graph.edges`      undirected-pair bookkeeping: exact counts, symmetry, nesting
 * :mod:`graph.models`     two-layer GCN / GAT / GIN taking per-edge weights and sparse features
 * :mod:`graph.train`      the one full-batch training loop (distillation, ℓ0-ball PGD, fixed masks, UGS)
-* :mod:`graph.l0`         TEDDY's ℓ0 projection over all parameters: one flat buffer, exact fast top-k
 * :mod:`graph.ugs`        the UGS baseline (learnable edge and weight masks, rewinding)
 * :mod:`graph.levels`     a sparsity level's exact counts (``Level``) and a result row (``LevelRow``)
 * :mod:`graph.methods`    the method registry: dense, teddy, ugs, random

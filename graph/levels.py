@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from fedticket.core.l0ball import weights_to_keep
 from graph.edges import num_removed
-from graph.l0 import weights_to_keep
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Every method trains through :func:`train_node_classifier`; what differs is passe
 * ``l0_keep``: ℓ0-ball projected gradient descent as in the TEDDY code: after every optimizer
   step the parameters are projected onto ``{θ : ‖θ‖_0 ≤ k}`` (the top-k magnitudes stay, the rest
   become 0). With ``l0_params="all"`` (TEDDY's choice) the ball covers every parameter of the
-  model in one global selection (:mod:`graph.l0`); ``"weights"`` covers only the weight matrices
+  model in one global selection (:mod:`fedticket.core.l0ball`); ``"weights"`` covers only the weight matrices
   and attention vectors. Pruned entries keep their gradients and Adam moments and come back when
   they grow large again: that is what distinguishes PGD from a fixed mask;
 * ``fixed_mask``: a mask held fixed for the whole run (core's ``MaskEnforcer``), for the random and
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from fedticket.core import Mask, MaskEnforcer, apply_mask, l0_project, prunable_parameters
-from graph.l0 import FlatParameters, L0Ball, weights_to_keep
+from fedticket.core.l0ball import FlatParameters, L0Ball, weights_to_keep
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fedticket.core import Mask, kept_count, prunable_parameters
-from graph.l0 import FlatParameters, L0Ball, kth_largest, weights_to_keep
+from fedticket.core.l0ball import FlatParameters, L0Ball, kth_largest, weights_to_keep
 from graph.models import build_model
 from graph.train import distillation_loss, l0_parameters, train_node_classifier
 

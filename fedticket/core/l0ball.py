@@ -1,4 +1,7 @@
-"""ℓ0-ball projection over one flat parameter buffer: TEDDY's projected gradient descent, fast.
+"""ℓ0-ball projection over one flat parameter buffer: projected gradient descent, fast.
+
+The training-time counterpart of :func:`fedticket.core.prune.l0_project` (one projection from
+scores); the graph side's TEDDY uses it after every optimizer step.
 
 TEDDY's code projects after every optimizer step onto ``{θ : ‖θ‖_0 ≤ k}`` over *all* parameters
 together (every tensor of ``model.named_parameters()``: weight matrices, biases, GIN's ε, GAT's
@@ -22,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fedticket.core import Mask
+from fedticket.core.mask import Mask
 
 
 class FlatParameters:
