@@ -58,8 +58,11 @@ def app_pyproject(cfg) -> str:
 
 def federation_config(cfg) -> str:
     """``--federation-config``: one SuperNode per client and the Ray resources of ``sim.*``."""
+    from fedticket.fl.run import ray_address
+
     cpc, total = float(cfg.sim.cpus_per_client), cfg.sim.num_cpus
-    if not cpc.is_integer():
+    address = ray_address(cfg)   # attaching: the cluster's nodes declare their CPUs
+    if not cpc.is_integer() and not address:
         # Flower's federation config takes whole CPUs per client; Ray's CPUs are a logical
         # count, so the same number of actors (total / cpus_per_client) is 1 CPU each out of
         # that many
@@ -68,7 +71,7 @@ def federation_config(cfg) -> str:
                              "client-resources-num-cpus": int(cpc),
                              "client-resources-num-gpus": 0.0,
                              "init-args-logging-level": "ERROR", "init-args-log-to-driver": False}
-    if total:
+    if total and not address:
         items["init-args-num-cpus"] = int(total)
     return " ".join(f"{k}={toml_value(v)}" for k, v in items.items())
 
@@ -122,7 +125,11 @@ class LocalSimulation:
         self.proc: subprocess.Popen | None = None
         self.log_proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, ray_address: str | None = None) -> None:
+        if ray_address:
+            # Flower's federation config has no Ray address: flwr-simulation, started by this
+            # SuperLink, inherits it and its ray.init() attaches to that cluster
+            self.env["RAY_ADDRESS"] = ray_address
         cmd = ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1",
                "--port", str(self.port), "--disable-runtime-dependency-installation"]
         with open(self.log, "ab") as fh:
@@ -222,8 +229,10 @@ def run_fl_superlink(cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     old_int = signal.signal(signal.SIGINT, _raise_terminated) if main_thread else None
     sim, bar = None, None
     try:
+        from fedticket.fl.run import ray_address
+
         sim = LocalSimulation()
-        sim.start()
+        sim.start(ray_address=ray_address(cfg))
         submitted = time.time() - 1.0  # file times may be coarse
         run_id = sim.submit(cfg)
         if not quiet:

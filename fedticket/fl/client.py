@@ -136,7 +136,10 @@ class TicketClient:
                                  dense=method_class(cfg.method).dense)
             self._tickets[key] = (cfg, ticket)
         cfg, ticket = self._tickets[key]
-        pid = int(context.node_config.get(protocol.PARTITION, 0))
+        try:
+            pid = protocol.partition_of(msg, context)
+        except KeyError:   # a node config without partition-id: one client
+            pid = 0
         return cfg, ticket, pid, context_local_state(context, ticket.kept)
 
     def query(self, msg: Message, context: Context) -> Message:

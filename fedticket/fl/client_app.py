@@ -144,7 +144,7 @@ def _session(msg: Message, context: Context):
     cfg, ticket = _ticket(*setup_of(msg, context))
     if cfg.sim.torch_threads:
         torch.set_num_threads(cfg.sim.torch_threads)
-    pid = int(context.node_config[protocol.PARTITION])
+    pid = protocol.partition_of(msg, context)
     # a real deployment may hold its data elsewhere: node_config "data-root" wins
     root = str(context.node_config.get("data-root", cfg.data.root))
     local = context_local_state(context, ticket.kept)

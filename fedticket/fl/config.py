@@ -141,6 +141,11 @@ class SimConfig:
     torch_threads: int | None = _f(
         1, "torch threads per process (server and each ClientApp worker); 1 avoids "
            "oversubscribing cores that Ray workers share (null = torch's default).", ge=1)
+    ray_address: str | None = _f(
+        None, "Address of an existing Ray cluster (its head's host:port, or 'auto') whose nodes "
+              "run the ClientApps; the cluster's nodes declare their CPUs, so sim.num_cpus must "
+              "stay null. null = the RAY_ADDRESS environment variable if set, else a private "
+              "Ray instance on this machine.", results=False)
 
 
 
@@ -150,6 +155,13 @@ class ServerConfig:
         120.0, "Seconds the server waits at start for num_clients SuperNodes to connect and "
                "answer; after that it goes on with those present if there are at least "
                "min_available_nodes. Also the longest wait before a round for min_available_nodes.", gt=0)
+    partitions: Literal["auto", "query", "assign"] = _f(
+        "auto", "How the server learns which data partition a node holds. query: it asks every "
+                "new node once (a deployment: a node's data is its own). assign: it numbers the "
+                "nodes by node id and tells each sampled node its partition in the message "
+                "(simulation: any node can load any partition; no message to a node that is not "
+                "sampled). auto: assign on Flower's simulation engine, query otherwise. Either way "
+                "partition p trains on partition p's data.", results=False)
     query_timeout: float = _f(
         30.0, "Seconds to wait for discovery answers (which partition does a node hold?), also "
               "when a node that failed a round is probed again before it is sampled.", gt=0)

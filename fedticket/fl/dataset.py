@@ -61,8 +61,13 @@ class ClientSplit:
 
 
 @lru_cache(maxsize=8)
-def _partitions(name: str, root: str, kind: str, num_clients: int, seed: int,
-                data_key: tuple) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def _partitioner_over(name: str, root: str, kind: str, num_clients: int, seed: int,
+                      data_key: tuple):
+    """The partitioner over the run's ``{"label", "idx"}`` table, built once per process.
+
+    Partitions are cut from it one at a time, when a client needs its own: a worker that plays
+    10 of 10,000 clients never materialises the other 9,990 (flwr-datasets' label-based
+    partitioners keep only an index list per partition)."""
     import datasets
 
     from fedticket.fl.config import DataConfig
@@ -75,31 +80,34 @@ def _partitions(name: str, root: str, kind: str, num_clients: int, seed: int,
     table = datasets.Dataset.from_dict({"label": labels[rows].numpy(), "idx": rows})
     part = _partitioner(kind, num_clients, data_cfg, seed)
     part.dataset = table
-    out = []
-    for pid in range(num_clients):
-        try:
-            with warnings.catch_warnings():  # pyarrow deprecation noise inside flwr-datasets
-                warnings.simplefilter("ignore", FutureWarning)
-                idx = np.asarray(part.load_partition(pid)["idx"], dtype=np.int64)
-        except ValueError as e:
-            raise UserError(f"partition={kind} cannot split {len(rows)} examples over "
-                            f"{num_clients} clients: {e}") from None
-        rng = np.random.default_rng([seed, 3, pid])
-        idx = idx[rng.permutation(len(idx))]
-        n_val = int(round(len(idx) * data_cfg.val_fraction)) if len(idx) > 1 else 0
-        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), max(len(idx) - 1, 0))
-        out.append((np.sort(idx[n_val:]), np.sort(idx[:n_val])))
-    return tuple(out)
+    return part, len(rows), data_cfg
+
+
+@lru_cache(maxsize=256)
+def _partition(name: str, root: str, kind: str, num_clients: int, seed: int, data_key: tuple,
+               pid: int) -> tuple[np.ndarray, np.ndarray]:
+    part, n_rows, data_cfg = _partitioner_over(name, root, kind, num_clients, seed, data_key)
+    try:
+        with warnings.catch_warnings():  # pyarrow deprecation noise inside flwr-datasets
+            warnings.simplefilter("ignore", FutureWarning)
+            idx = np.asarray(part.load_partition(pid)["idx"], dtype=np.int64)
+    except ValueError as e:
+        raise UserError(f"partition={kind} cannot split {n_rows} examples over "
+                        f"{num_clients} clients: {e}") from None
+    rng = np.random.default_rng([seed, 3, pid])
+    idx = idx[rng.permutation(len(idx))]
+    n_val = int(round(len(idx) * data_cfg.val_fraction)) if len(idx) > 1 else 0
+    n_val = min(max(n_val, 1 if len(idx) > 1 else 0), max(len(idx) - 1, 0))
+    return np.sort(idx[n_val:]), np.sort(idx[:n_val])
 
 
 def client_split(cfg, root: str, partition_id: int) -> ClientSplit:
     """The rows of client ``partition_id``: its local train and held-out validation split."""
+    if not 0 <= partition_id < cfg.num_clients:
+        raise ValueError(f"partition id {partition_id} out of range for {cfg.num_clients} clients")
     data_key = tuple(sorted(vars(cfg.data).items()))
-    parts = _partitions(cfg.data.name, str(root), cfg.data.partition, cfg.num_clients, cfg.seed,
-                        data_key)
-    if not 0 <= partition_id < len(parts):
-        raise ValueError(f"partition id {partition_id} out of range for {len(parts)} clients")
-    tr, va = parts[partition_id]
+    tr, va = _partition(cfg.data.name, str(root), cfg.data.partition, cfg.num_clients, cfg.seed,
+                        data_key, partition_id)
     return ClientSplit(train=tr, val=va)
 
 

@@ -1,6 +1,11 @@
 """Which Flower node holds which data partition, and which nodes may be sampled now.
 
-A node is asked once which partition it holds (a ``query`` message) before it is sampled. A node
+Two ways to fill the table (``server.partitions``). *query* (a deployment, where a node's data
+is its own): a node is asked once which partition it holds (a ``query`` message) before it is
+sampled. *assign* (Flower's simulation, where every node can load any partition): the server
+numbers the nodes itself, the lowest free partition ids to the new nodes in node-id order, and
+tells a sampled node its partition in the message; no node is asked anything before it is
+sampled, so setup and rounds cost the same with 10 or 10,000 nodes. In both ways a node
 that missed a reply becomes a *suspect*: it is probed again before its next use, and one that
 answers takes part again with a fresh setup (a restarted process has lost the old one). A node
 whose answer does not fit the run (wrong ``num-partitions``, partition out of range) is refused,
@@ -26,8 +31,9 @@ log = logging.getLogger("fedticket.fl")
 class Membership:
     """The node table of one run: partition id <-> node id, suspects, refusals, setups."""
 
-    def __init__(self, cfg, nodes: dict[int, int] | None = None):
+    def __init__(self, cfg, nodes: dict[int, int] | None = None, assign: bool | None = None):
         self.cfg = cfg
+        self.assign = assign                           # None: decided by the first grid seen
         self.nodes = dict(nodes or {})                 # partition id -> node id
         self.pid_of = {n: p for p, n in self.nodes.items()}
         self.suspect: set[int] = set()                 # nodes that missed a reply: probe first
@@ -78,14 +84,48 @@ class Membership:
             answers[node] = pid
         return answers
 
+    def _number(self, new: list[int]) -> None:
+        """assign: the lowest free partition ids to ``new`` nodes, in node-id order."""
+        n = self.cfg.num_clients
+        taken = set(self.nodes)
+        free = (p for p in range(n) if p not in taken)
+        for node in sorted(new):
+            pid = next(free, None)
+            if pid is None:
+                self.refused[node] = (
+                    f"node {node} is one more node than num_clients={n} partitions; make them "
+                    f"equal (flwr run: --federation-config 'num-supernodes={n}')")
+                log.warning("%s", self.refused[node])
+                continue
+            self.nodes[pid] = node
+            self.pid_of[node] = pid
+
     def refresh(self, grid: Grid, need: int = 0, wait: float = 0.0) -> list[int]:
         """Update the table (new, gone, returning nodes); wait up to ``wait`` s for ``need``."""
         t0 = time.monotonic()
+        if self.assign is None:
+            self.assign = assigns_partitions(self.cfg, grid)
         while True:
             self.online = set(grid.get_node_ids())
-            probe = sorted(n for n in self.online
-                           if n not in self.refused and (n not in self.pid_of or n in self.suspect))
-            if probe:
+            if self.assign:
+                new = [n for n in self.online if n not in self.pid_of and n not in self.refused]
+                # the first numbering waits for every node (or the deadline): numbered in
+                # batches as they connect, partitions would depend on who came first
+                if new and (self.nodes or len(self.online) >= self.cfg.num_clients
+                            or time.monotonic() - t0 >= wait):
+                    self._number(new)
+                probe = sorted(n for n in self.online if n in self.suspect)
+            else:
+                probe = sorted(n for n in self.online if n not in self.refused
+                               and (n not in self.pid_of or n in self.suspect))
+            if probe and self.assign:
+                # only liveness matters: the node's partition is the one it was given
+                for node in self._query(grid, probe, self.cfg.server.query_timeout):
+                    if node in self.pid_of:
+                        log.warning("client %d (node %d) answers again and takes part",
+                                    self.pid_of[node], node)
+                        self.suspect.discard(node)
+            elif probe:
                 answers = self._query(grid, probe, self.cfg.server.query_timeout)
                 for node, pid in sorted(answers.items()):
                     self._admit(node, pid)
@@ -151,3 +191,14 @@ class Membership:
         self.suspect.add(node)
         self.has_setup.discard(node)   # a restarted node has lost its setup: send it again
         return pid
+
+
+def assigns_partitions(cfg, grid: Grid) -> bool:
+    """Whether the server numbers the nodes itself (``server.partitions``; auto: on Flower's
+    simulation engine, whose nodes all read the same data and differ only by a number)."""
+    mode = cfg.server.partitions
+    if mode != "auto":
+        return mode == "assign"
+    from flwr.superlink.grid import InMemoryGrid as SimulationGrid
+
+    return isinstance(grid, SimulationGrid)

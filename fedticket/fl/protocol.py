@@ -3,7 +3,9 @@
 Both apps import this module and nothing of each other. A message from the server carries
 
 * ``GLOBAL``  ArrayRecord ``{"payload": Array}``: the round's global payload (:mod:`~fedticket.fl.wire`)
-* ``CONFIG``  ConfigRecord: ``ROUND``, ``PARTITION``, ``RUN_KEY``, ``COMPLETED``
+* ``CONFIG``  ConfigRecord: ``ROUND``, ``PARTITION``, ``RUN_KEY``, ``COMPLETED``, and
+  ``ASSIGNED`` when the server numbers the nodes itself (simulation): then ``PARTITION`` is the
+  partition the node plays, whatever its node config says (:func:`partition_of`)
 * ``SETUP``   ArrayRecord, only until the node has acknowledged it: the run config as JSON + the
   SynFlow mask in core's one serialisation (:meth:`fedticket.core.Mask.encode`)
 
@@ -32,6 +34,7 @@ PARTITION = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 RUN_KEY = "run-key"            # keys the clients' on-disk local state
 COMPLETED = "completed-round"  # last round whose server checkpoint is on disk
+ASSIGNED = "assigned-partition"  # true: PARTITION was assigned by the server (simulation)
 
 # MetricRecord keys (client -> server)
 NUM_EXAMPLES = "num-examples"
@@ -57,11 +60,24 @@ def read_setup(record: ArrayRecord) -> tuple[str, bytes, bytes]:
 
 
 def server_message(global_arrays: ArrayRecord, server_round: int, partition_id: int,
-                   run_key: str, completed_round: int, setup: ArrayRecord | None) -> RecordDict:
-    content = RecordDict({GLOBAL: global_arrays,
-                          CONFIG: ConfigRecord({ROUND: server_round, PARTITION: partition_id,
-                                                RUN_KEY: run_key,
-                                                COMPLETED: completed_round})})
+                   run_key: str, completed_round: int, setup: ArrayRecord | None,
+                   assigned: bool = False) -> RecordDict:
+    config = ConfigRecord({ROUND: server_round, PARTITION: partition_id, RUN_KEY: run_key,
+                           COMPLETED: completed_round})
+    if assigned:
+        config[ASSIGNED] = True
+    content = RecordDict({GLOBAL: global_arrays, CONFIG: config})
     if setup is not None:
         content[SETUP] = setup
     return content
+
+
+def partition_of(msg, context) -> int:
+    """The partition a node plays for ``msg``: the server's assignment if it made one (the
+    simulation numbers nodes itself, so it never has to ask every node), else the node's own
+    ``partition-id`` node config."""
+    records = msg.content.config_records
+    config = records[CONFIG] if CONFIG in records else None
+    if config is not None and config.get(ASSIGNED):
+        return int(config[PARTITION])
+    return int(context.node_config[PARTITION])

@@ -16,7 +16,7 @@ import os
 import warnings
 from pathlib import Path
 
-from fedticket.errors import UserError
+from fedticket.errors import ConfigError, UserError
 from fedticket.fl.config import FLConfig, load_fl_config
 from fedticket.fl.dataset import resolve_root
 
@@ -34,9 +34,28 @@ def prepare(config_path=None, overrides=(), data_root=None, base=None) -> FLConf
     return cfg
 
 
+def ray_address(cfg: FLConfig) -> str | None:
+    """The Ray cluster the simulation attaches to (``sim.ray_address``, else ``RAY_ADDRESS``),
+    or None for a private Ray instance; refuses what Ray refuses when attaching."""
+    address = cfg.sim.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address and cfg.sim.num_cpus:
+        raise ConfigError(f"sim.num_cpus={cfg.sim.num_cpus} cannot be set when attaching to the "
+                          f"Ray cluster at {address}: its nodes declare their CPUs (ray start "
+                          "--num-cpus N); leave sim.num_cpus null")
+    if address and not float(cfg.sim.cpus_per_client).is_integer():
+        raise ConfigError(f"sim.cpus_per_client={cfg.sim.cpus_per_client:g} must be a whole number "
+                          f"on the Ray cluster at {address} (Flower's federation config takes "
+                          "whole CPUs per client); give the cluster's nodes more logical CPUs "
+                          "(ray start --num-cpus) instead")
+    return address
+
+
 def backend_config(cfg: FLConfig) -> dict:
     init_args: dict = {"logging_level": "ERROR", "log_to_driver": False}
-    if cfg.sim.num_cpus:
+    address = ray_address(cfg)
+    if address:
+        init_args["address"] = address
+    elif cfg.sim.num_cpus:
         init_args["num_cpus"] = cfg.sim.num_cpus
     return {"client_resources": {"num_cpus": cfg.sim.cpus_per_client, "num_gpus": 0.0},
             "init_args": init_args}
@@ -103,6 +122,7 @@ def preflight(args) -> tuple[FLConfig, Path]:
 
     cfg = prepare(getattr(args, "config", None), getattr(args, "set", None) or (),
                   getattr(args, "data_root", None))
+    ray_address(cfg)   # refused now, not after the SuperLink started
     if cfg.server.resume and not (getattr(args, "out", None) or cfg.output_dir):
         raise UserError("server.resume=true needs the results folder of the run to continue: "
                         "pass --out DIR (or set output_dir)")

@@ -91,7 +91,8 @@ class TicketStrategy(Strategy):
             node = self.members.nodes[pid]
             setup = None if node in has_setup else self._setup
             content = protocol.server_message(arrays, server_round, pid, self.run_key,
-                                              self.history.completed_round, setup)
+                                              self.history.completed_round, setup,
+                                              assigned=bool(self.members.assign))
             count_downlink(stats, content,
                            None if setup is None else RecordDict({protocol.SETUP: setup}),
                            mtype == MessageType.TRAIN)
