@@ -11,7 +11,7 @@ frozen ticket, and answers a train or evaluate message with :func:`train_reply` 
     def query(msg, context):
         return client.query(msg, context)
 
-    @app.train()
+    @app.train()                                     # loader of client.partition(msg, context)
     def train(msg, context):
         return client.train(msg, context, train_loader)
 
@@ -141,6 +141,12 @@ class TicketClient:
         except KeyError:   # a node config without partition-id: one client
             pid = 0
         return cfg, ticket, pid, context_local_state(context, ticket.kept)
+
+    @staticmethod
+    def partition(msg: Message, context: Context) -> int:
+        """The partition this node plays for ``msg``; load the node's data by it. In Flower's
+        simulation the server assigns it (``server.partitions``), else the node config's."""
+        return protocol.partition_of(msg, context)
 
     def query(self, msg: Message, context: Context) -> Message:
         """The discovery reply: this node's ``partition-id`` / ``num-partitions`` node config."""

@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 
 from fedticket.fl import client_app as real
 from fedticket.fl import wire
-from fedticket.fl.protocol import METRICS, UPDATE
+from fedticket.fl.protocol import METRICS, UPDATE, partition_of
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def _query(msg, context):
 @faulty_app.train()
 def _train(msg, context):
     reply = real.train(msg, context)
-    pid = int(context.node_config["partition-id"])
+    pid = partition_of(msg, context)
     rec = reply.content.array_records[UPDATE]
     payload = rec["payload"]
     if pid == 0:

@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from fedticket.errors import UserError
 from fedticket.fl import checkpoint
 from fedticket.fl import client_app as real
+from fedticket.fl.protocol import partition_of
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ def _query(msg, context):
 
 @crashy_app.train()
 def _train(msg, context):
-    pid = int(context.node_config["partition-id"])
+    pid = partition_of(msg, context)
     rnd = int(msg.content.config_records["config"]["round"])
     if pid == 1 and rnd == 2:
         raise RuntimeError("device lost power")

@@ -12,9 +12,10 @@ app = ClientApp()
 client = TicketClient(model_fn=Net)      # the factory the ServerApp prunes: weights never travel
 
 
-def _data(context: Context):
+def _data(msg: Message, context: Context):
     cfg = context.run_config
-    return load_partition(str(cfg["data-root"]), int(context.node_config["partition-id"]),
+    # the partition this node plays: in simulation the server assigns it (server.partitions)
+    return load_partition(str(cfg["data-root"]), client.partition(msg, context),
                           int(context.node_config["num-partitions"]),
                           int(cfg["train-examples"]), int(cfg["seed"]))
 
@@ -26,11 +27,11 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    x, y, _, _ = _data(context)
+    x, y, _, _ = _data(msg, context)
     return client.train(msg, context, (x, y))
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    x, y, xv, yv = _data(context)
+    x, y, xv, yv = _data(msg, context)
     return client.evaluate(msg, context, (x, y), (xv, yv))
