@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from flwr.clientapp import ClientApp
 
@@ -25,14 +26,16 @@ from fedticket.fl import client_app as real
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-PLACEMENT_DIR = "FEDTICKET_TEST_PLACEMENT_DIR"
+# set before the run: the app travels to Ray's workers by value, with this module's globals
+# (a worker of an existing cluster has its node's environment, not the driver's)
+PLACEMENT = {"dir": ""}
 placed_app = ClientApp()
 
 
 def _record(msg, context):
     import ray
 
-    folder = os.environ.get(PLACEMENT_DIR)
+    folder = PLACEMENT["dir"]
     if folder:
         node = ray.get_runtime_context().get_node_id()
         rnd = int(msg.content.config_records["config"]["round"])
@@ -89,7 +92,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
     kill_procs(found, wait=10)
 
 
-def test_simulation_runs_on_both_nodes_of_a_ray_cluster(tmp_path, monkeypatch):
+def test_simulation_runs_on_both_nodes_of_a_ray_cluster(tmp_path):
     import ray
     import ray.cloudpickle as cloudpickle
 
@@ -111,6 +114,7 @@ def test_simulation_runs_on_both_nodes_of_a_ray_cluster(tmp_path, monkeypatch):
             time.sleep(0.5)
         procs.append(_ray_start(["--address", address, "--num-cpus", "1",
                                  "--resources", '{"worker2": 1}'], tmp_path / "worker.log"))
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a CPU run: noise
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         try:
             while len([n for n in ray.nodes() if n["Alive"]]) < 2:
@@ -125,7 +129,7 @@ def test_simulation_runs_on_both_nodes_of_a_ray_cluster(tmp_path, monkeypatch):
 
         placement = tmp_path / "placement"
         placement.mkdir()
-        monkeypatch.setenv(PLACEMENT_DIR, str(placement))   # Ray's workers inherit it
+        PLACEMENT["dir"] = str(placement)
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         cfg = prepare(REPO / "configs/fl/quickstart.yaml",
                       ["num_clients=6", "clients_per_round=4", "rounds=2",
@@ -146,3 +150,11 @@ def test_simulation_runs_on_both_nodes_of_a_ray_cluster(tmp_path, monkeypatch):
         shutil.rmtree(temp, ignore_errors=True)
     for p in procs:
         assert p.poll() is not None
+    left = []
+    for q in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp) in a or address in a for a in q.info["cmdline"] or ()):
+                left.append(q.pid)
+        except psutil.Error:
+            continue
+    assert not left, f"processes of the test cluster still running: {left}"
