@@ -212,3 +212,27 @@ def test_a_worker_cuts_only_the_partitions_it_plays(data_root, monkeypatch):
     assert len(a.train) + len(a.val) == 60_000 // 10_000
     with pytest.raises(ValueError, match="out of range"):
         dataset.client_split(cfg, cfg.data.root, 10_000)
+
+
+def test_attaching_to_a_ray_cluster_passes_the_address_and_no_cpu_count(monkeypatch):
+    from fedticket.deploy.simulation import federation_config
+    from fedticket.errors import ConfigError
+    from fedticket.fl.run import backend_config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local = load_fl_config(None, ["sim.num_cpus=2"])
+    assert backend_config(local)["init_args"]["num_cpus"] == 2
+    assert "address" not in backend_config(local)["init_args"]
+    assert "init-args-num-cpus=2" in federation_config(local)
+
+    attached = load_fl_config(None, ["sim.ray_address=10.0.0.1:6379"])
+    assert backend_config(attached)["init_args"]["address"] == "10.0.0.1:6379"
+    assert "num_cpus" not in backend_config(attached)["init_args"]
+    assert "init-args-num-cpus" not in federation_config(attached)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")   # the environment attaches too
+    assert backend_config(load_fl_config(None, []))["init_args"]["address"] == "10.0.0.2:6379"
+
+    with pytest.raises(ConfigError, match="sim.num_cpus=2 cannot be set"):
+        backend_config(load_fl_config(None, ["sim.ray_address=auto", "sim.num_cpus=2"]))
+    with pytest.raises(ConfigError, match="whole number"):
+        federation_config(load_fl_config(None, ["sim.ray_address=auto", "sim.cpus_per_client=0.5"]))
