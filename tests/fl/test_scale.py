@@ -157,7 +157,7 @@ class ShuffledGrid:
         return grid
 
 
-@pytest.mark.parametrize("n", [40])
+@pytest.mark.parametrize("n", [16])
 def test_assigned_run_equals_queried_run_and_messages_only_sampled_nodes(tiny, tmp_path, n):
     from fedticket.fl.server_app import run_server
 
