@@ -140,43 +140,74 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
 
         bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
         epoch_iter = bar
+    def step(group: list[_Level], m: Tensor | None) -> None:
+        """Forward, the previous step's validation pass and backward of each level in ``group``."""
+        for lv in group:
+            a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
+            h = torch.relu(a @ first(w1))
+            if lv.pending is not None:  # eval pass of the previous step's weights
+                lv.record(lv.pending[0], a @ F.linear(h, w2), lv.pending[1], data)
+            hd = h if m is None else h * m
+            logits = (a @ F.linear(hd, w2)).requires_grad_()
+            with torch.enable_grad():
+                loss = F.cross_entropy(logits[train_mask], y_train)
+                if use_kd:
+                    loss = loss + kd_lambda * distillation_loss(logits, teacher, temperature)
+                (g,) = torch.autograd.grad(loss, logits)
+            dz2 = at @ g.contiguous()
+            lv.w2.grad = dz2.t().mm(hd)
+            dh = dz2.mm(w2)
+            if m is not None:
+                dh = dh * m
+            dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
+            # fused Adam reads a gradient in its parameter's layout (autograd's AccumulateGrad
+            # makes that copy in the sequential run)
+            lv.w1.grad = first_grad(at @ dp1).contiguous()
+
+    def project(group: list[_Level], epoch: int) -> None:
+        for lv in group:
+            lv.pending = (epoch, lv.ball.project() if lv.ball is not None else None)
+
+    def final_eval(group: list[_Level], _=None) -> None:
+        with torch.no_grad():
+            for lv in group:
+                a = lv.adj.a
+                h = torch.relu(a @ first(lv.w1.detach()))
+                lv.record(lv.pending[0], a @ F.linear(h, lv.w2.detach()), lv.pending[1], data)
+
+    # torch_threads > 1: levels are split over that many worker threads, each op on one thread
+    # (a level's ops are too small for intra-op threads to pay; whole levels in parallel do).
+    # Every level is still computed by the same single-threaded ops, so the numbers do not move.
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads, len(levels)))
+    groups = [levels[i::workers] for i in range(workers)]
+    pool = None
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="level")
+        torch.set_num_threads(1)
+
+    def each(fn, arg) -> None:
+        if pool is None:
+            fn(levels, arg)
+        else:
+            list(pool.map(fn, groups, [arg] * workers))  # list(): re-raises a worker's error
+
     try:
         for epoch in epoch_iter:
             # the one draw every sequential level run makes at this step (same call, same shape)
             m = dropout(ones, p, True) if p > 0 else None
-            for lv in levels:
-                a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
-                h = torch.relu(a @ first(w1))
-                if lv.pending is not None:  # eval pass of the previous step's weights
-                    lv.record(lv.pending[0], a @ F.linear(h, w2), lv.pending[1], data)
-                hd = h if m is None else h * m
-                logits = (a @ F.linear(hd, w2)).requires_grad_()
-                with torch.enable_grad():
-                    loss = F.cross_entropy(logits[train_mask], y_train)
-                    if use_kd:
-                        loss = loss + kd_lambda * distillation_loss(logits, teacher, temperature)
-                    (g,) = torch.autograd.grad(loss, logits)
-                dz2 = at @ g.contiguous()
-                # fused Adam reads a gradient in its parameter's layout (autograd's
-                # AccumulateGrad makes that copy in the sequential run)
-                lv.w2.grad = dz2.t().mm(hd)
-                dh = dz2.mm(w2)
-                if m is not None:
-                    dh = dh * m
-                dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
-                lv.w1.grad = first_grad(at @ dp1).contiguous()
+            each(step, m)
             optimizer.step()
-            for lv in levels:
-                keep = lv.ball.project() if lv.ball is not None else None
-                lv.pending = (epoch, keep)
+            each(project, epoch)
             if bar is not None:
                 bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
-        with torch.no_grad():
-            for lv in levels:
-                a = lv.adj.a
-                h = torch.relu(a @ first(lv.w1.detach()))
-                lv.record(lv.pending[0], a @ F.linear(h, lv.w2.detach()), lv.pending[1], data)
+        each(final_eval, None)
     finally:
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0

@@ -108,3 +108,20 @@ def test_sweep_rows_match_level_by_level(graph_factory):
         assert (a.method, a.level, a.edges_kept, a.weights_kept, a.best_epoch, a.val_accuracy,
                 a.test_accuracy) == (b.method, b.level, b.edges_kept, b.weights_kept, b.best_epoch,
                                      b.val_accuracy, b.test_accuracy)
+
+
+def test_level_worker_threads_give_the_same_numbers(graph_factory):
+    data, x, model, init, teacher, eis, keeps = _setup(graph_factory, sparse=True)
+    one = _batched(model, init, x, data, eis, keeps, teacher)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # two level workers
+    try:
+        two = _batched(model, init, x, data, eis, keeps, teacher)
+        assert torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a.logits, b.logits) and a.best_epoch == b.best_epoch
+        assert (a.mask is None) == (b.mask is None)
+        if a.mask is not None:
+            assert all(torch.equal(a.mask[n], b.mask[n]) for n in a.mask.keys())
