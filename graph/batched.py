@@ -59,8 +59,13 @@ def supports(cfg) -> bool:
 class _Level:
     """One level's parameters, adjacency, ℓ0 ball and best-validation record."""
 
-    def __init__(self, init_state: dict, edge_index: Tensor, keep: int | None, n: int, dtype):
-        self.w1 = nn.Parameter(init_state["conv1.weight"].detach().clone())
+    def __init__(self, init_state: dict, edge_index: Tensor, keep: int | None, n: int, dtype,
+                 w1_transposed: bool):
+        # with CSR features ``W1`` is held as ``[in, out]``: ``X @ W1ᵀ`` and its gradient
+        # ``Xᵀ G`` then need no transposed copy of W1 (2.9 MB on Cora) in either direction
+        w1 = init_state["conv1.weight"].detach()
+        self.t1 = w1_transposed
+        self.w1 = nn.Parameter(w1.t().contiguous() if w1_transposed else w1.clone())
         self.w2 = nn.Parameter(init_state["conv2.weight"].detach().clone())
         self.adj = FixedAdjacency(*normalized_adjacency(edge_index, None, n, dtype), n, dtype)
         self.flat = self.ball = None
@@ -85,6 +90,8 @@ class _Level:
             mask = self.flat.to_mask(keep)
         elif self.flat is not None:  # keep >= everything: nothing was ever pruned
             mask = self.flat.to_mask(torch.ones(self.flat.numel, dtype=torch.bool))
+        if mask is not None and self.t1:
+            mask["conv1.weight"] = mask["conv1.weight"].t().contiguous()
         return TrainResult(val_accuracy=val, test_accuracy=test, best_epoch=epoch, logits=ev,
                            mask=mask, seconds=seconds)
 
@@ -109,21 +116,24 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     n = x.shape[0]
     dtype = init_state["conv1.weight"].dtype
     t0 = time.perf_counter()
-    levels = [_Level(init_state, ei, k, n, dtype) for ei, k in zip(edge_indices, keeps)]
-    if isinstance(x, SparseFeatures):
+    sparse = isinstance(x, SparseFeatures)
+    levels = [_Level(init_state, ei, k, n, dtype, sparse) for ei, k in zip(edge_indices, keeps)]
+    if sparse:
         xc, xt = x.csr(), x.csr_t()
 
-        def first(w1: Tensor) -> Tensor:
-            return xc @ w1.t()
+        def first(w1t: Tensor) -> Tensor:
+            return xc @ w1t
 
         def first_grad(dz1: Tensor) -> Tensor:
-            return (xt @ dz1).t()
+            return xt @ dz1
     else:
         def first(w1: Tensor) -> Tensor:
             return F.linear(x, w1)
 
         def first_grad(dz1: Tensor) -> Tensor:
-            return dz1.t().mm(x)
+            # fused Adam reads a gradient in its parameter's layout (autograd's
+            # AccumulateGrad makes that copy in the sequential run)
+            return dz1.t().mm(x).contiguous()
     y, train_mask = data.y, data.train_mask
     y_train = y[train_mask]
     use_kd = teacher_logits is not None and kd_lambda > 0
@@ -160,9 +170,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             if m is not None:
                 dh = dh * m
             dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
-            # fused Adam reads a gradient in its parameter's layout (autograd's AccumulateGrad
-            # makes that copy in the sequential run)
-            lv.w1.grad = first_grad(at @ dp1).contiguous()
+            lv.w1.grad = first_grad(at @ dp1)
 
     def project(group: list[_Level], epoch: int) -> None:
         for lv in group:
