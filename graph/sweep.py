@@ -21,6 +21,7 @@ import torch
 from torch_geometric.data import Data
 
 from fedticket.core import prunable_parameters
+from graph import batched
 from graph.config import GraphConfig
 from graph.edges import undirected_pairs
 from graph.levels import LevelRow, dense_level, make_levels
@@ -65,7 +66,10 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
     for method in cfg.methods:
         if method not in REGISTRY:  # validated by the config; kept as a guard for direct callers
             raise ValueError(f"unknown method {method!r}; registered: {', '.join(REGISTRY)}")
-        for row in REGISTRY[method](ctx):
+        run = REGISTRY[method]
+        if method == "teddy" and cfg.batch_levels and batched.supports(cfg):
+            run = batched.run_teddy_batched  # all levels in one loop (graph/batched.py)
+        for row in run(ctx):
             emit(row)
     return rows
 

@@ -1,16 +1,17 @@
-"""The 20-level Cora GCN TEDDY sweep, today's implementation beside a reference one, in one run.
+"""The 20-level Cora GCN TEDDY sweep: level by level beside the levels batched, in one run.
 
-    python simulations/graph_speed_benchmark.py [--reference /work/main] [--epochs 200]
-        [--threads 1] [--data-root DIR] [--out results/graph_speed]
+    python simulations/graph_speed_benchmark.py [--reference /work/main | --reference ""]
+        [--epochs 200] [--threads 1] [--data-root DIR] [--out results/graph_speed]
 
-Each implementation runs the same sweep from its own CLI, in a fresh subprocess (its own
-``PYTHONPATH`` and working tree): the dense teacher plus TEDDY at levels 1..20, one seed (3846),
-``--epochs`` epochs per run, ``--threads`` torch threads. The reference is another checkout of this
-repository (default: ``/work/main``, the code before this change) run with its own
-``configs/graph/cora_gcn.yaml`` and λ = 10, so both sweeps train the same method. Printed: wall
-time of each (process start to exit, data loading included), the ratio, and both accuracy
-tables. On a shared machine run the two back to back (as here) and read the ratio; the absolute
-seconds move with whatever else the CPU is doing.
+Each sweep runs from the CLI in a fresh subprocess: the dense teacher plus TEDDY at levels 1..20,
+one seed (3846), ``--epochs`` epochs per run, ``--threads`` torch threads, this tree's
+``configs/graph/cora_gcn.yaml``. This tree runs twice: ``batch_levels=false`` (one training loop
+per level, :func:`graph.train.train_node_classifier`) and ``batch_levels=true`` (every level in
+one loop, :mod:`graph.batched`). ``--reference`` adds another checkout of this repository
+(default ``/work/main``; ``""`` skips it), run with its own config and λ = 10. Printed: wall time
+of each (process start to exit, data loading included), the ratios, and the accuracy tables side
+by side. On a shared machine read the ratios (the sweeps run back to back); the absolute seconds
+move with whatever else the CPU is doing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_sweep(tree: Path, config: str, extra: list[str], out: Path, epochs: int, threads: int,
-              data_root: str | None) -> tuple[float, dict]:
+              data_root: str | None) -> tuple[float, float, dict]:
     cmd = [sys.executable, "-m", "graph.run", "-c", config, "--set", "methods=[teddy]",
            "--set", "seeds=[3846]", "--set", f"train.epochs={epochs}", "--set", "sweep.levels=[]",
            "--set", f"torch_threads={threads}", "--set", "save_masks=false", "--out", str(out),
@@ -35,10 +37,14 @@ def run_sweep(tree: Path, config: str, extra: list[str], out: Path, epochs: int,
     if data_root:
         cmd += ["--data-root", data_root]
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=tree, env=env, check=True)
     wall = time.perf_counter() - t0
-    return wall, json.loads((out / "summary.json").read_text())
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time moves less than wall time when other jobs share the cores
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, cpu, json.loads((out / "summary.json").read_text())
 
 
 def table(summary: dict) -> dict[int, float]:
@@ -47,29 +53,37 @@ def table(summary: dict) -> dict[int, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reference", default="/work/main", help="checkout of the implementation to compare with")
+    p.add_argument("--reference", default="/work/main",
+                   help="another checkout to compare with ('' to skip)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default="results/graph_speed")
     a = p.parse_args()
-    out = Path(a.out)
+    out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ref = Path(a.reference)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    t_ref, s_ref = run_sweep(ref, "configs/graph/cora_gcn.yaml", ["--set", "teddy.kd_lambda=10"],
-                             out.resolve() / f"reference-{stamp}", a.epochs, a.threads, a.data_root)
-    t_new, s_new = run_sweep(REPO, "configs/graph/cora_gcn.yaml", [], out.resolve() / f"new-{stamp}",
-                             a.epochs, a.threads, a.data_root)
+    runs: dict[str, tuple[float, float, dict]] = {}
+    cfg = "configs/graph/cora_gcn.yaml"
+    runs["level by level"] = run_sweep(REPO, cfg, ["--set", "batch_levels=false"],
+                                       out / f"sequential-{stamp}", a.epochs, a.threads, a.data_root)
+    runs["batched"] = run_sweep(REPO, cfg, ["--set", "batch_levels=true"], out / f"batched-{stamp}",
+                                a.epochs, a.threads, a.data_root)
+    if a.reference:
+        runs[f"reference {a.reference}"] = run_sweep(
+            Path(a.reference), cfg, ["--set", "teddy.kd_lambda=10"], out / f"reference-{stamp}",
+            a.epochs, a.threads, a.data_root)
     print(f"20-level Cora GCN TEDDY sweep, seed 3846, {a.epochs} epochs, {a.threads} thread(s), "
-          f"dense teacher included, wall time per process:")
-    print(f"  reference ({ref}): {t_ref:8.1f} s")
-    print(f"  this tree ({REPO}): {t_new:8.1f} s")
-    print(f"  ratio: {t_ref / t_new:.2f}x faster")
-    tr, tn = table(s_ref), table(s_new)
-    print(f"{'level':>5} {'reference':>10} {'this tree':>10}")
-    for k in sorted(set(tr) | set(tn)):
-        print(f"{k:>5} {tr.get(k, float('nan')):>10.2f} {tn.get(k, float('nan')):>10.2f}")
+          f"dense teacher included, wall and CPU time per process:")
+    t_batched, c_batched = runs["batched"][:2]
+    for name, (t, c, _) in runs.items():
+        print(f"  {name:<28} {t:8.1f} s wall ({t / t_batched:5.2f}x the batched), "
+              f"{c:8.1f} s CPU ({c / c_batched:5.2f}x)")
+    tables = {name: table(s) for name, (_, _, s) in runs.items()}
+    names = list(tables)
+    print(f"{'level':>5} " + " ".join(f"{n[:16]:>16}" for n in names))
+    for k in sorted(set().union(*tables.values())):
+        print(f"{k:>5} " + " ".join(f"{tables[n].get(k, float('nan')):>16.2f}" for n in names))
     return 0
 
 

@@ -1,0 +1,265 @@
+"""TEDDY's levels of one seed trained together: one loop over epochs, every level inside each step.
+
+The levels of a TEDDY sweep are independent runs that share almost everything: the initial weights
+θ0, the dense teacher's logits, the features, the seed (hence the dropout masks) and the epoch
+count; they differ only in their edge set and their ℓ0 budget. Run one after the other
+(:func:`graph.train.train_node_classifier`), each of the 20 × 200 steps pays Python and autograd
+bookkeeping, its own dropout draw and its own optimizer call. Here the 2-layer GCN's forward and
+backward are written out by hand with the same tensor operations autograd runs for
+:class:`graph.models.GCN` (so the numbers are the sequential run's), and per step:
+
+* the dropout mask is drawn **once** and shared by every level: the sequential runs re-seed torch
+  before each level and draw exactly one ``[N, hidden]`` mask per step, so every level sees the
+  same mask sequence anyway (the batched run draws it with the same call, so the masks are equal);
+* **one** fused Adam call updates every level's parameters (Adam is elementwise, so one optimizer
+  over all levels is each level's own optimizer);
+* each level is projected with its own :class:`fedticket.core.l0ball.L0Ball` (its budget, its warm
+  threshold), exactly as in the sequential loop.
+
+Levels are *interleaved*, not stacked into ``[L, N, hidden]`` tensors: measured on this 2-core CPU,
+a level's ``[2708, 512]`` activations stay in cache while 20 stacked levels do not, and the stacked
+element-wise passes and products ran 1.3–20× slower per level than the per-level ones.
+
+Only GCN with the global ℓ0 scope is covered (:func:`supports`); GAT and GIN, and
+``teddy.weight_scope: layer``, keep the sequential loop.
+
+Semantics mirrored from the sequential path (graph.train / graph.methods / graph.models as of main
+9ed9a6f), to reconcile if those change: θ0 rewound and ``torch.manual_seed(seed)`` before training;
+CE over the training nodes + λ·KL(teacher‖student)·T² over all nodes (``distillation_loss``);
+Adam(lr, weight_decay as L2, fused) over ``conv1.weight``, ``conv2.weight``; after every step the
+ℓ0 projection over all parameters (GCN has no biases, so ``all`` = ``weights``) keeping
+``lv.keep_of(n_ball)``, none when the level's weight sparsity is 0; dropout only on the hidden
+layer (``graph.models.dropout``); ``Â = D^-1/2 (A + I) D^-1/2`` from ``normalized_adjacency``; the
+validation pass of epoch t on the weights after step t's projection, in eval mode; best validation
+accuracy with ties to the later epoch; the mask of that epoch returned.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fedticket.core.l0ball import FlatParameters, L0Ball
+from graph.features import SparseFeatures
+from graph.levels import LevelRow
+from graph.models import GCN, dropout, normalized_adjacency
+from graph.ops import FixedAdjacency
+from graph.train import TrainResult, accuracy, distillation_loss
+
+
+def supports(cfg) -> bool:
+    """Whether a sweep's TEDDY levels can go through :func:`run_teddy_batched`."""
+    return cfg.model.name == "gcn" and cfg.teddy.weight_scope == "global"
+
+
+class _Level:
+    """One level's parameters, adjacency, ℓ0 ball and best-validation record."""
+
+    def __init__(self, init_state: dict, edge_index: Tensor, keep: int | None, n: int, dtype,
+                 w1_transposed: bool):
+        # with CSR features ``W1`` is held as ``[in, out]``: ``X @ W1ᵀ`` and its gradient
+        # ``Xᵀ G`` then need no transposed copy of W1 (2.9 MB on Cora) in either direction
+        w1 = init_state["conv1.weight"].detach()
+        self.t1 = w1_transposed
+        self.w1 = nn.Parameter(w1.t().contiguous() if w1_transposed else w1.clone())
+        self.w2 = nn.Parameter(init_state["conv2.weight"].detach().clone())
+        self.adj = FixedAdjacency(*normalized_adjacency(edge_index, None, n, dtype), n, dtype)
+        self.flat = self.ball = None
+        if keep is not None:
+            self.flat = FlatParameters({"conv1.weight": self.w1, "conv2.weight": self.w2})
+            self.ball = L0Ball(self.flat, keep) if keep < self.flat.numel else None
+        self.best_val = -1.0
+        self.best: tuple | None = None
+        self.pending: tuple | None = None  # (epoch, keep) whose validation pass comes next step
+
+    def record(self, epoch: int, ev: Tensor, keep, data) -> None:
+        val = accuracy(ev, data.y, data.val_mask)
+        if val >= self.best_val:  # ties: the later epoch, as in the TEDDY/UGS code
+            self.best_val = val
+            self.best = (val, accuracy(ev, data.y, data.test_mask), epoch, ev, keep)
+
+    def result(self, seconds: float) -> TrainResult:
+        assert self.best is not None, "epochs must be >= 1"
+        val, test, epoch, ev, keep = self.best
+        mask = None
+        if keep is not None:
+            mask = self.flat.to_mask(keep)
+        elif self.flat is not None:  # keep >= everything: nothing was ever pruned
+            mask = self.flat.to_mask(torch.ones(self.flat.numel, dtype=torch.bool))
+        if mask is not None and self.t1:
+            mask["conv1.weight"] = mask["conv1.weight"].t().contiguous()
+        return TrainResult(val_accuracy=val, test_accuracy=test, best_epoch=epoch, logits=ev,
+                           mask=mask, seconds=seconds)
+
+
+def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[Tensor],
+                     keeps: list[int | None], *, seed: int, epochs: int = 200, lr: float = 0.01,
+                     weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
+                     kd_lambda: float = 0.0, temperature: float = 1.0, progress: bool = False,
+                     desc: str = "levels") -> list[TrainResult]:
+    """Train one GCN per ``(edge_indices[i], keeps[i])`` from ``init_state``, all in one loop.
+
+    Result ``i`` is what ``train_node_classifier`` returns for that level run alone after
+    ``model.load_state_dict(init_state); torch.manual_seed(seed)`` with ``l0_keep=keeps[i]``
+    (None: no projection). ``model`` only supplies the architecture (its weights are not touched).
+    """
+    if not isinstance(model, GCN):
+        raise TypeError(f"batched levels cover the GCN only, got {type(model).__name__}")
+    if len(edge_indices) != len(keeps):
+        raise ValueError(f"{len(edge_indices)} edge sets but {len(keeps)} ℓ0 budgets")
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    n = x.shape[0]
+    dtype = init_state["conv1.weight"].dtype
+    t0 = time.perf_counter()
+    sparse = isinstance(x, SparseFeatures)
+    levels = [_Level(init_state, ei, k, n, dtype, sparse) for ei, k in zip(edge_indices, keeps)]
+    if sparse:
+        xc, xt = x.csr(), x.csr_t()
+
+        def first(w1t: Tensor) -> Tensor:
+            return xc @ w1t
+
+        def first_grad(dz1: Tensor) -> Tensor:
+            return xt @ dz1
+    else:
+        def first(w1: Tensor) -> Tensor:
+            return F.linear(x, w1)
+
+        def first_grad(dz1: Tensor) -> Tensor:
+            # fused Adam reads a gradient in its parameter's layout (autograd's
+            # AccumulateGrad makes that copy in the sequential run)
+            return dz1.t().mm(x).contiguous()
+    y, train_mask = data.y, data.train_mask
+    y_train = y[train_mask]
+    use_kd = teacher_logits is not None and kd_lambda > 0
+    teacher = teacher_logits.detach() if use_kd else None
+    p = float(model.dropout)
+    ones = torch.ones(n, init_state["conv2.weight"].shape[1], dtype=dtype)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam([w for lv in levels for w in (lv.w1, lv.w2)], lr=lr,
+                                 weight_decay=weight_decay, fused=True)
+    epoch_iter = range(epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
+        epoch_iter = bar
+    def step(group: list[_Level], m: Tensor | None) -> None:
+        """Forward, the previous step's validation pass and backward of each level in ``group``."""
+        for lv in group:
+            a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
+            h = torch.relu(a @ first(w1))
+            if lv.pending is not None:  # eval pass of the previous step's weights
+                lv.record(lv.pending[0], a @ F.linear(h, w2), lv.pending[1], data)
+            hd = h if m is None else h * m
+            logits = (a @ F.linear(hd, w2)).requires_grad_()
+            with torch.enable_grad():
+                loss = F.cross_entropy(logits[train_mask], y_train)
+                if use_kd:
+                    loss = loss + kd_lambda * distillation_loss(logits, teacher, temperature)
+                (g,) = torch.autograd.grad(loss, logits)
+            dz2 = at @ g.contiguous()
+            lv.w2.grad = dz2.t().mm(hd)
+            dh = dz2.mm(w2)
+            if m is not None:
+                dh = dh * m
+            dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
+            lv.w1.grad = first_grad(at @ dp1)
+
+    def project(group: list[_Level], epoch: int) -> None:
+        for lv in group:
+            lv.pending = (epoch, lv.ball.project() if lv.ball is not None else None)
+
+    def final_eval(group: list[_Level], _=None) -> None:
+        with torch.no_grad():
+            for lv in group:
+                a = lv.adj.a
+                h = torch.relu(a @ first(lv.w1.detach()))
+                lv.record(lv.pending[0], a @ F.linear(h, lv.w2.detach()), lv.pending[1], data)
+
+    # torch_threads > 1: levels are split over that many worker threads, each op on one thread
+    # (a level's ops are too small for intra-op threads to pay; whole levels in parallel do).
+    # Every level is still computed by the same single-threaded ops, so the numbers do not move.
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads, len(levels)))
+    groups = [levels[i::workers] for i in range(workers)]
+    pool = None
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="level")
+        torch.set_num_threads(1)
+
+    def each(fn, arg) -> None:
+        if pool is None:
+            fn(levels, arg)
+        else:
+            list(pool.map(fn, groups, [arg] * workers))  # list(): re-raises a worker's error
+
+    try:
+        for epoch in epoch_iter:
+            # the one draw every sequential level run makes at this step (same call, same shape)
+            m = dropout(ones, p, True) if p > 0 else None
+            each(step, m)
+            optimizer.step()
+            each(project, epoch)
+            if bar is not None:
+                bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
+        each(final_eval, None)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    return [lv.result(seconds) for lv in levels]
+
+
+def run_teddy_batched(ctx) -> Iterator[LevelRow]:
+    """``graph.methods.run_teddy`` with every level of the seed in one :func:`train_gcn_levels`.
+
+    Rows are those of the sequential method; ``seconds`` is the batch's wall time divided by the
+    number of levels (their share), ``cumulative_seconds`` the teacher + edge scores + the whole
+    batch (getting any one level needs all of it).
+    """
+    from fedticket.core import prunable_parameters
+    from graph.methods import _weights_kept
+    from graph.transforms import teddy_ranking
+
+    cfg, edge_index = ctx.cfg, ctx.data.edge_index
+    todo = ctx.todo("teddy")
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    ranking = teddy_ranking(ctx.upairs)
+    score_seconds = time.perf_counter() - t0
+    n_ball = sum(p.numel() for name, p in ctx.model.named_parameters()
+                 if cfg.teddy.project == "all" or name in prunable_parameters(ctx.model))
+    eis = [edge_index[:, ranking.keep_mask(lv.graph_sparsity)] for lv in todo]
+    keeps = [lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None for lv in todo]
+    t1 = time.perf_counter()
+    results = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, eis, keeps,
+                               seed=ctx.seed, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                               weight_decay=cfg.train.weight_decay,
+                               teacher_logits=ctx.teacher.logits, kd_lambda=cfg.teddy.kd_lambda,
+                               temperature=cfg.teddy.temperature, progress=ctx.progress,
+                               desc=f"teddy {len(todo)} levels seed {ctx.seed}")
+    batch = time.perf_counter() - t1
+    for lv, ei, res in zip(todo, eis, results):
+        f = ctx.save_level("teddy", lv.level, res.mask, ei)
+        extra = {"mask_layers": res.mask.layer_stats()} if res.mask is not None else {}
+        yield LevelRow("teddy", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
+                       res.test_accuracy, batch / len(todo), ctx.seed,
+                       ctx.teacher.seconds + score_seconds + batch,
+                       ranking.num_kept(lv.graph_sparsity), _weights_kept(res.mask, lv, ctx.model),
+                       res.best_epoch, f, extra)
+
+
+__all__ = ["run_teddy_batched", "supports", "train_gcn_levels"]
