@@ -135,8 +135,8 @@ class RobustConfig:
     kind: Literal["none", "reputation"] = _f(
         "none", "Vote aggregation of hidenseek / binary-mask (aggregation=vote) and signscore: "
                 "none = weighted by example counts; reputation = also by each client's "
-                "agreement with the vote over past rounds (weight max(0, 2*agreement - 1): a "
-                "client agreeing no better than chance gets none). See fedticket/fl/robust.py.")
+                "agreement with the vote over past rounds (weight clip((agreement - 0.5)/0.1, 0, "
+                "1): a client agreeing no better than chance gets none). See fedticket/fl/robust.py.")
     memory: float = _f(0.7, "robust.kind=reputation: weight of a client's past agreement in "
                             "its running agreement (0 = this round only).", ge=0, lt=1)
 
