@@ -91,3 +91,26 @@ def test_scale_on_a_bit_uplink_is_a_config_error():
         cfg_of(**{"method": "fedavg", "robust.kind": "reputation"})
     with pytest.raises(ConfigError):
         cfg_of(**{"attack.fraction": 1.5})
+
+
+def test_poisoned_replies_pass_the_server_and_change_the_run(tiny, tmp_path):
+    """Through the real ClientApp and strategy: every poisoned reply is well-formed (accepted),
+    and it changes the global model; the reputation vote runs on the same replies."""
+    import csv
+
+    from fedticket.fl.server_app import run_in_process
+
+    def rows(name, *extra):
+        run_in_process(tiny("method=hidenseek", "rounds=1", f"output_dir={tmp_path / name}",
+                            *extra), tmp_path / name)
+        with open(tmp_path / name / "rounds.csv") as f:
+            return [r for r in csv.DictReader(f) if int(r["round"]) > 0]
+
+    honest = rows("honest")
+    flip = "attack.kind=sign_flip", "attack.fraction=1"
+    for name, extra in {"flip": flip, "flip-robust": (*flip, "robust.kind=reputation"),
+                        "label": ("attack.kind=label_flip", "attack.fraction=1")}.items():
+        got = rows(name, *extra)
+        assert [int(r["rejected"]) for r in got] == [0]
+        assert [int(r["accepted"]) for r in got] == [int(r["accepted"]) for r in honest]
+        assert got[0]["global_accuracy"] != honest[0]["global_accuracy"], name
