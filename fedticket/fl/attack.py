@@ -96,8 +96,3 @@ def poison_update(cfg, method, partition_id: int, server_round: int, update: Arr
     scaled = v * cfg.attack.scale if g is None else g + cfg.attack.scale * (v - g)
     return wire.floats_array(scaled)
 
-
-def float_uplink(cfg) -> bool:
-    """Whether ``cfg.method`` uploads floats (the only uplinks ``scale`` applies to)."""
-    return cfg.method in ("fedavg", "fedavg-subnet") or (
-        cfg.method in ("hidenseek", "binary-mask") and cfg.aggregation == "mean_score")
