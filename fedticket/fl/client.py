@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedticket.core.mask import Mask
-from fedticket.fl import protocol, wire
+from fedticket.fl import attack, protocol, wire
 from fedticket.fl.config import config_from_json
 from fedticket.fl.methods import make_method, method_class
 from fedticket.fl.model import evaluate, user_ticket
@@ -67,12 +67,15 @@ def train_reply(msg: Message, context: Context, cfg, ticket, partition_id: int, 
                 on_state: Callable[[int, torch.Tensor], None] | None = None) -> Message:
     """One local round: the global payload in, local training, the update out."""
     server_round = message_round(msg)
-    learner = make_method(cfg, ticket).learner(partition_id, local)
-    learner.load_global(wire.get_array(msg.content, protocol.GLOBAL))
+    method = make_method(cfg, ticket)
+    learner = method.learner(partition_id, local)
+    global_array = wire.get_array(msg.content, protocol.GLOBAL)
+    learner.load_global(global_array)
     t_train = time.perf_counter()
-    loss, steps = learner.train(x, y, server_round)
+    loss, steps = learner.train(x, attack.poison_labels(cfg, partition_id, y), server_round)
     t_train = time.perf_counter() - t_train
-    update = learner.update(server_round)
+    update = attack.poison_update(cfg, method, partition_id, server_round,
+                                  learner.update(server_round), global_array)
     state = learner.local_state()
     if state is not None:
         context.state[STATE_LOCAL] = ArrayRecord({"scores": wire.floats_array(state)})

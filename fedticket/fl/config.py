@@ -118,6 +118,31 @@ class SignScoreConfig:
 
 
 @dataclass
+class AttackConfig:
+    kind: Literal["none", "sign_flip", "random", "label_flip", "scale"] = _f(
+        "none", "Poisoned but well-formed updates from attack.fraction of the clients: none, "
+                "sign_flip (inverted bits / negated floats), random (uniform bits / Gaussian "
+                "floats), label_flip (train on permuted labels), scale (float uplinks only: "
+                "global + attack.scale * (update - global)). See fedticket/fl/attack.py.")
+    fraction: float = _f(0.0, "Fraction of the num_clients partitions that attack "
+                              "(round(fraction * num_clients), drawn from seed).", ge=0, le=1)
+    scale: float = _f(10.0, "attack.kind=scale: boost factor of the attacker's update.", gt=0)
+
+
+
+@dataclass
+class RobustConfig:
+    kind: Literal["none", "reputation"] = _f(
+        "none", "Vote aggregation of hidenseek / binary-mask (aggregation=vote) and signscore: "
+                "none = weighted by example counts; reputation = also by each client's "
+                "agreement with the vote over past rounds (weight clip((agreement - 0.5)/0.1, 0, "
+                "1): a client agreeing no better than chance gets none). See fedticket/fl/robust.py.")
+    memory: float = _f(0.7, "robust.kind=reputation: weight of a client's past agreement in "
+                            "its running agreement (0 = this round only).", ge=0, lt=1)
+
+
+
+@dataclass
 class EvalConfig:
     personal_every: int = _f(1, "Personalised evaluation every N rounds (0 = never; the last "
                                 "round is always evaluated when > 0).", ge=0)
@@ -219,6 +244,8 @@ class FLConfig:
     train: TrainConfig = _section(TrainConfig, "Local training.")
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
     signscore: SignScoreConfig = _section(SignScoreConfig, "SignScore method settings.")
+    attack: AttackConfig = _section(AttackConfig, "Poisoned updates (robustness experiments).")
+    robust: RobustConfig = _section(RobustConfig, "Robust vote aggregation.")
     eval: EvalConfig = _section(EvalConfig, "Evaluation.")
     sim: SimConfig = _section(SimConfig, "Flower simulation engine.", results=False)
     server: ServerConfig = _section(ServerConfig, "Server: per-phase timeouts, node counts, "
@@ -243,6 +270,17 @@ class FLConfig:
             raise ConfigError(f"server.min_train_replies={self.server.min_train_replies} exceeds "
                               f"clients_per_round={self.clients_per_round}: no round could "
                               "ever update the global model")
+        if self.attack.kind == "scale" and not (
+                self.method in ("fedavg", "fedavg-subnet") or self.aggregation == "mean_score"):
+            raise ConfigError(f"attack.kind=scale multiplies float updates; method={self.method!r} "
+                              "sends bits (use sign_flip, random or label_flip, or a float-uplink "
+                              "method: fedavg, fedavg-subnet, aggregation=mean_score)")
+        if self.robust.kind != "none" and not (
+                self.method == "signscore" or (self.method in ("hidenseek", "binary-mask")
+                                               and self.aggregation == "vote")):
+            raise ConfigError(f"robust.kind={self.robust.kind!r} applies to the vote "
+                              "(hidenseek / binary-mask with aggregation=vote, signscore), not "
+                              f"method={self.method!r} aggregation={self.aggregation!r}")
         if self.data.partition == "pathological" and self.data.classes_per_client > 10:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
 

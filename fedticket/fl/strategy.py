@@ -127,8 +127,9 @@ class TicketStrategy(Strategy):
             stats.rejected += 1
             log.warning("round %d: rejected the reply of client %d: %s", server_round,
                         self.members.pid(node), why)
-        updates, weights = [], []
+        updates, weights, pids = [], [], []
         for _node, msg, metrics, update in got.valid:
+            pids.append(self.members.pid(_node))
             nbytes = wire.payload_nbytes(msg.content)
             stats.uplink_bytes += nbytes
             count_reply(stats, metrics, nbytes)
@@ -143,6 +144,7 @@ class TicketStrategy(Strategy):
                         "the global model stays as it was", server_round, len(updates),
                         self.cfg.server.min_train_replies)
             return None, None
+        self.method.clients = pids   # whose update is which (robust.kind=reputation)
         self._current = self.method.aggregate(server_round, updates, weights, self._current)
         agg = MetricRecord({"accepted": stats.accepted, "rejected": stats.rejected})
         if stats.train_loss:

@@ -21,6 +21,7 @@ from fedticket.fl import wire
 from fedticket.fl.methods.base import Learner, Method, client_seed, plain_copy
 from fedticket.fl.methods.fedavg import weighted_mean
 from fedticket.fl.model import make_optimizer
+from fedticket.fl.robust import make_reputation
 
 
 def weighted_majority_vote(bits: Sequence[torch.Tensor], weights: Sequence[float],
@@ -96,6 +97,12 @@ class HideNseekMethod(Method):
     def uplink_kind(self) -> str:
         return wire.F32 if self.cfg.aggregation == "mean_score" else wire.BITS
 
+    clients: list[int] = []   # partition ids of the updates aggregate() gets, in order
+
+    @cached_property
+    def reputation(self):
+        return make_reputation(self.cfg)
+
     @cached_property
     def _net(self) -> SupermaskNet:
         return SupermaskNet(self.ticket.model, self.ticket.mask, kind=self.kind,
@@ -113,6 +120,8 @@ class HideNseekMethod(Method):
         if self.cfg.aggregation == "mean_score":
             return wire.floats_array(weighted_mean(updates, weights))
         prev = wire.decode_bits_array(current, self.ticket.kept)
+        if self.reputation is not None:   # robust.kind=reputation; clients: set by the strategy
+            weights = self.reputation.weights(self.clients, updates, weights, prev)
         return wire.bits_array(weighted_majority_vote(updates, weights, prev))
 
     def eval_model(self, global_array, server_round):

@@ -113,6 +113,8 @@ class SignScoreMethod(HideNseekMethod):
             self._score = torch.where(prev, margin, -margin).float()
             self._velocity = torch.zeros(self.ticket.kept)
         if updates:
+            if self.reputation is not None:   # robust.kind=reputation (see fedticket/fl/robust.py)
+                weights = self.reputation.weights(self.clients, updates, weights, self._score >= 0)
             self._score, self._velocity = server_step(
                 self._score, self._velocity, list(updates), list(weights),
                 self.cfg.signscore.server_lr, self.cfg.signscore.server_momentum)
