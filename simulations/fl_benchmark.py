@@ -57,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], help="override for every method (k=v)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=str(REPO / "runs" / "fl_benchmark"))
+    p.add_argument("--append", action="store_true",
+                   help="keep the other methods already in --out (same rounds and seeds) and "
+                        "add these to the report")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite table.md and the plots from an existing --out folder")
     return p.parse_args(argv)
@@ -139,11 +142,13 @@ def main(argv=None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     out = RunDir(args.out)
-    if args.report_only:
+    saved = {}
+    if args.report_only or args.append:
         saved = json.loads(out.file("results.json").read_text())
         for m, per_seed in saved.items():
             for seed, r in per_seed.items():
                 r["rows"] = read_csv(Path(args.out) / m / f"seed{seed}" / "rounds.csv")
+    if args.report_only:
         first = next(iter(saved.values()))
         write_report(args, saved, next(iter(first.values()))["summary"]["rounds"], None, None, out)
         return 0
@@ -166,7 +171,8 @@ def main(argv=None) -> int:
     print(f"running {len(methods)} methods x {len(args.seed_list)} seeds x {rounds} rounds "
           f"({args.grid} grid)", flush=True)
 
-    results: dict[str, dict[int, dict]] = {m: {} for m in methods}
+    results: dict[str, dict] = {m: per for m, per in saved.items() if m not in methods}
+    results.update({m: {} for m in methods})
     for seed in args.seed_list:            # seeds outer: a cut-short run still has whole seeds
         for m in methods:
             r = run_one(args, cfgs[m], m, seed, rounds)

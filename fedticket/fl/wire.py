@@ -72,12 +72,14 @@ def decode_bits_array(array, n: int) -> torch.Tensor:
         raise MalformedPayload(str(e)) from None
 
 
-def coded_bits_array(bits: torch.Tensor, reference: torch.Tensor) -> Array:
-    """``bits`` range-coded against ``reference`` (which the receiver must hold too)."""
+def coded_bits_array(bits: torch.Tensor, reference: torch.Tensor,
+                     dither_seed: int | None = None) -> Array:
+    """``bits`` range-coded against ``reference`` (which the receiver must hold too);
+    ``dither_seed``: the seed of the uniforms the bits were sampled with (a better model)."""
     from fedticket.core.entropy import encode_delta
 
     blob = encode_delta(torch.as_tensor(bits).reshape(-1).bool(),
-                        torch.as_tensor(reference).reshape(-1).bool())
+                        torch.as_tensor(reference).reshape(-1).bool(), dither_seed=dither_seed)
     return Array(dtype="uint8", shape=(len(blob),), stype=CODED_BITS, data=blob)
 
 

@@ -81,3 +81,27 @@ def test_damaged_payloads_are_refused_with_a_reason():
 def test_non_bool_input_is_refused():
     with pytest.raises(ValueError, match="bool"):
         encode_delta(torch.ones(4), torch.ones(4, dtype=torch.bool))
+
+
+def test_dithered_stochastic_bits_round_trip_and_cost_less_than_the_plain_model():
+    from fedticket.core.entropy import dither
+
+    n, seed = 40_000, 1234
+    g = torch.Generator().manual_seed(7)
+    ref = torch.rand(n, generator=g) < 0.5
+    # flip probabilities as a trained stochastic sign has them: mostly small, some near 1/2
+    q = torch.rand(n, generator=g, dtype=torch.float64) ** 3 * 0.6
+    p_one = torch.where(ref, 1 - q, q)
+    bits = dither(seed, n) < p_one
+    plain, dithered = encode_delta(bits, ref), encode_delta(bits, ref, dither_seed=seed)
+    assert torch.equal(decode_delta(dithered, ref), bits)
+    assert len(dithered) < 0.8 * len(plain)
+    # any bits decode exactly with any seed (the model is only a model)
+    other = torch.rand(n, generator=g) < 0.3
+    assert torch.equal(decode_delta(encode_delta(other, ref, dither_seed=99), ref), other)
+    damaged = bytearray(dithered)
+    damaged[HDR + 2] ^= 1                          # the seed: another model, another decode
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_delta(bytes(damaged), ref)
+    with pytest.raises(ValueError, match="too short"):
+        decode_delta(dithered[:HDR + 5], ref)

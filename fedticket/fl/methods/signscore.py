@@ -24,7 +24,8 @@ docs/fl.md, "SignScore"). SignScore changes three things, each an option:
 
 Below 1 bit (``signscore.uplink_coding`` / ``downlink_coding: entropy``, issue 10 target 3): a
 client's signs are range-coded against the global signs it was sent this round (both sides hold
-them; most signs do not flip), the global signs against the ticket's all-+1 signs (every client
+them; most signs do not flip), with the seed of its stochastic draw in the payload so the
+coder models each flip by the uniform it was drawn with, the global signs against the ticket's all-+1 signs (every client
 holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
 kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
 
@@ -85,10 +86,11 @@ def variance_preserving(ticket: Ticket) -> Ticket:
     return Ticket(model=model, mask=ticket.mask)
 
 
-def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None):
+def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None,
+                 dither_seed: int | None = None):
     """Packed bits, or (``coding="entropy"``) bits range-coded against ``reference``."""
     if coding == "entropy":
-        return wire.coded_bits_array(bits, reference)
+        return wire.coded_bits_array(bits, reference, dither_seed)
     return wire.bits_array(bits)
 
 
@@ -113,9 +115,11 @@ class SignScoreLearner(SupermaskLearner):
         self.net.load_mask_bits(self._global)
 
     def update(self, server_round):
-        g = torch.Generator().manual_seed(client_seed(self.cfg, server_round, self.partition_id, 7))
+        seed = client_seed(self.cfg, server_round, self.partition_id, 7)
+        g = torch.Generator().manual_seed(seed)
         bits = stochastic_sign_bits(self.net.score_vector(), self.cfg.signscore.temperature, g)
-        return encode_signs(bits, self.cfg.signscore.uplink_coding, self._global)
+        # the coder regenerates the uniforms from the seed: flips become predictable from them
+        return encode_signs(bits, self.cfg.signscore.uplink_coding, self._global, seed)
 
 
 class SignScoreMethod(HideNseekMethod):
