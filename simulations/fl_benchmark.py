@@ -58,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=str(REPO / "runs" / "fl_benchmark"))
     p.add_argument("--append", action="store_true",
-                   help="keep the other methods already in --out (same rounds and seeds) and "
-                        "add these to the report")
+                   help="keep what --out already holds (same rounds) and run only the "
+                        "missing method/seed pairs")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite table.md and the plots from an existing --out folder")
     return p.parse_args(argv)
@@ -172,9 +172,11 @@ def main(argv=None) -> int:
           f"({args.grid} grid)", flush=True)
 
     results: dict[str, dict] = {m: per for m, per in saved.items() if m not in methods}
-    results.update({m: {} for m in methods})
+    results.update({m: dict(saved.get(m, {})) for m in methods})
     for seed in args.seed_list:            # seeds outer: a cut-short run still has whole seeds
         for m in methods:
+            if str(seed) in results[m] or seed in results[m]:   # --append: already there
+                continue
             r = run_one(args, cfgs[m], m, seed, rounds)
             results[m][seed] = r
             s = r["summary"]
