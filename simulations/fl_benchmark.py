@@ -251,7 +251,7 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet
     for m, per in results.items():
         xs, mean, sd = _mean_curve(per, lambda x: float(x["global_accuracy"]))
         series_r[m], err_r[m] = (xs, mean), sd
-        rows = next(iter(per.values()))["rows"]          # same bytes every seed (same payloads)
+        rows = next(iter(per.values()))["rows"]   # x: the first seed's bytes (coded ones vary < 1 %)
         cum, mb, keep = 0, [], []
         for i, x in enumerate(rows[:len(mean)]):
             cum += int(x["uplink_bytes"])
@@ -260,9 +260,9 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet
                 keep.append(i)
         series_u[m] = (mb, [mean[i] for i in keep])
         err_u[m] = [sd[i] for i in keep]
-    band = f" (band: ± 1 std over {len(seeds)} seeds)" if len(seeds) > 1 else ""
+    band = f" (± 1 std, {len(seeds)} seeds)" if len(seeds) > 1 else ""
     plot_lines(out.file("accuracy_vs_round.png"), series_r, "round", "global test accuracy",
-               "FashionMNIST, 100 clients, Dirichlet(0.5), density 0.1" + band, yerr=err_r,
+               "FashionMNIST, Dirichlet(0.5), density 0.1" + band, yerr=err_r,
                marker="")
     plot_lines(out.file("accuracy_vs_uplink.png"), series_u,
                "cumulative uplink, all clients (MB, log)", "global test accuracy",
