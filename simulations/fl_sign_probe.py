@@ -56,7 +56,8 @@ def run_one(method: str, overrides: list[str], rounds: int, data_root) -> dict:
     up = s["uplink_bytes_per_client_round"]
     return {"method": method, "final": s["final_global_accuracy"],
             "best": s["best_global_accuracy"], "up_bytes": up,
-            "bits_per_kept": 8 * up / s["kept_weights"], "kept": s["kept_weights"],
+            "bits_per_kept": s["uplink_bits_per_kept_weight"], "kept": s["kept_weights"],
+            "down_bits": s["downlink_bits_per_kept_weight"],
             "train_s": s["client_train_seconds_per_round"], "wall": wall,
             "curve": [float(r["global_accuracy"]) for r in rows]}
 
@@ -75,10 +76,10 @@ def main(argv=None) -> int:
         print(f"  {m}: done in {r['wall']:.0f} s; accuracy by round "
               f"{' '.join(f'{a:.3f}' for a in r['curve'])}", flush=True)
     print("\n| method | final acc | best acc | uplink B/client/round | uplink bits/kept weight "
-          "| client train s/round |\n|---|---|---|---|---|---|")
+          "| downlink bits/kept weight | client train s/round |\n|---|---|---|---|---|---|---|")
     for r in res:
         print(f"| {r['method']} | {r['final']:.4f} | {r['best']:.4f} | {r['up_bytes']:.0f} "
-              f"| {r['bits_per_kept']:.3f} | {r['train_s']:.1f} |")
+              f"| {r['bits_per_kept']:.3f} | {r['down_bits']:.3f} | {r['train_s']:.1f} |")
     return 0
 
 

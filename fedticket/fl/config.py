@@ -99,6 +99,10 @@ class FedPMConfig:
     clip: float = _f(0.01, "Global probabilities are clipped to [clip, 1-clip] so scores stay finite.", gt=0, lt=0.5)
     eval_mask: Literal["sample", "threshold"] = _f(
         "sample", "Global evaluation mask: a seeded Bernoulli sample (FedPM) or theta > 0.5.")
+    keep_priors: bool = _f(False, "Carry the Beta posterior across rounds (FedPM's improvement) "
+                                  "instead of resetting it to Beta(prior, prior) every round.")
+    prior_reset_every: int = _f(0, "With keep_priors: reset the Beta posterior to the prior every "
+                                   "this many rounds (0 = never).", ge=0)
 
 
 
@@ -114,6 +118,12 @@ class SignScoreConfig:
     weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
                                  "output unit's kept fan-in has sum of squares 2 (He), data-free, "
                                  "instead of only model.scale_by_density.")
+    uplink_coding: Literal["packed", "entropy"] = _f(
+        "packed", "signscore: packed = 1 bit per kept weight; entropy = the client's signs "
+                  "range-coded against the global signs it was sent this round (below 1 bit).")
+    downlink_coding: Literal["packed", "entropy"] = _f(
+        "packed", "signscore: packed = 1 bit per kept weight; entropy = the global signs "
+                  "range-coded against the ticket's signs (all +1), which every client holds.")
 
 
 

@@ -107,6 +107,13 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def bits_per_kept(bytes_per_client_round: float | None, kept: int) -> float | None:
+    """Payload bits per kept weight of one client and round (None when nothing was sent)."""
+    if bytes_per_client_round is None or kept <= 0:
+        return None
+    return 8.0 * bytes_per_client_round / kept
+
+
 def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[dict],
                   run_dir: RunDir, wall: float, setup_seconds: float,
                   resumed_at: int | None = None) -> dict:
@@ -117,6 +124,8 @@ def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[di
     setup_total = sum(s.setup_bytes for s in stats)
     n_msgs = sum(len(s.downlink_per_message) for s in stats)
     personal = [r["personalized_accuracy"] for r in trained if r["personalized_accuracy"] != ""]
+    down_mean = (sum(down_per) - setup_total) / n_msgs if n_msgs else None
+    kept = method.ticket.kept
     summary = {
         "method": cfg.method,
         "aggregation": cfg.aggregation,
@@ -137,7 +146,10 @@ def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[di
         "best_global_accuracy": max((r["global_accuracy"] for r in trained), default=None),
         "final_personalized_accuracy": personal[-1] if personal else None,
         "uplink_bytes_per_client_round": _mean(up_per),
-        "downlink_bytes_per_client_round": (sum(down_per) - setup_total) / n_msgs if n_msgs else None,
+        "downlink_bytes_per_client_round": down_mean,
+        # 8 × the payload bytes actually moved (headers and any coding included) / kept weights
+        "uplink_bits_per_kept_weight": bits_per_kept(_mean(up_per) if up_per else None, kept),
+        "downlink_bits_per_kept_weight": bits_per_kept(down_mean, kept),
         # every setup is the same record: its size, however many were sent (resumes included)
         "setup_downlink_bytes_per_client": history.setup_bytes_per_client,
         "total_uplink_bytes": sum(r["uplink_bytes"] for r in trained),

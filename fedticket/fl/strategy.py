@@ -109,6 +109,7 @@ class TicketStrategy(Strategy):
         pids = self.sample(server_round, self.cfg.clients_per_round, TRAIN_SALT,
                            available=self.members.available())
         stats.sampled = pids
+        self.method.on_broadcast(server_round, arrays[protocol.PAYLOAD])
         return self._messages(pids, arrays, server_round, MessageType.TRAIN, stats)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

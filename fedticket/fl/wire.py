@@ -7,6 +7,9 @@ A payload is one Flower ``Array`` of raw bytes (``dtype="uint8"``, our own ``sty
   ``FT``, version, flags, bit count) + ``ceil(n/8)`` packed bytes. Masks and signs.
 * ``fedticket.f32``   the same header (magic ``FF``, count) + ``4n`` bytes of little-endian
   float32. Dense / subnetwork weights, scores, FedPM probabilities.
+* ``fedticket.dbits`` core's :func:`~fedticket.core.entropy.encode_delta`: bits range-coded
+  against a reference both sides hold (below 1 bit per entry when few differ). SignScore's
+  ``uplink_coding`` / ``downlink_coding: entropy``.
 
 Everything a receiver reads is validated (kind, length, header, finiteness); a bad payload raises
 :class:`MalformedPayload` whose message is the reason the server logs when it drops a reply.
@@ -23,6 +26,7 @@ from fedticket.core.codec import decode_bits, encode_bits, pack_header, read_hea
 
 BITS = "fedticket.bits"
 F32 = "fedticket.f32"
+CODED_BITS = "fedticket.dbits"
 _F32_MAGIC = b"FF"
 
 
@@ -64,6 +68,28 @@ def decode_bits_array(array, n: int) -> torch.Tensor:
     data = _check_array(array, BITS)
     try:
         return decode_bits(data, expected_n=n)
+    except ValueError as e:
+        raise MalformedPayload(str(e)) from None
+
+
+def coded_bits_array(bits: torch.Tensor, reference: torch.Tensor,
+                     dither_seed: int | None = None) -> Array:
+    """``bits`` range-coded against ``reference`` (which the receiver must hold too);
+    ``dither_seed``: the seed of the uniforms the bits were sampled with (a better model)."""
+    from fedticket.core.entropy import encode_delta
+
+    blob = encode_delta(torch.as_tensor(bits).reshape(-1).bool(),
+                        torch.as_tensor(reference).reshape(-1).bool(), dither_seed=dither_seed)
+    return Array(dtype="uint8", shape=(len(blob),), stype=CODED_BITS, data=blob)
+
+
+def decode_coded_bits_array(array, n: int, reference: torch.Tensor) -> torch.Tensor:
+    """Flat bool tensor of ``n`` bits coded against ``reference``, or MalformedPayload."""
+    from fedticket.core.entropy import decode_delta
+
+    data = _check_array(array, CODED_BITS)
+    try:
+        return decode_delta(data, reference.reshape(-1).bool(), expected_n=n)
     except ValueError as e:
         raise MalformedPayload(str(e)) from None
 

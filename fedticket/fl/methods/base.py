@@ -105,6 +105,9 @@ class Method:
         return wire.decode_floats_array(array, self.uplink_values)
 
     # ---- server -----------------------------------------------------------------------------
+    def on_broadcast(self, server_round: int, array: Array) -> None:
+        """The global payload sent to this round's clients (a coded uplink is relative to it)."""
+
     def initial_global(self) -> Array:
         raise NotImplementedError
 

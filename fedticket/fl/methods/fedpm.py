@@ -3,6 +3,11 @@
 Clients train logits of keep-probabilities with sampled masks and send one packed mask sample
 (``fedticket.bits``); the server resets a Beta(prior, prior) each round, updates it with the
 samples and sends the posterior's keep-probabilities back as ``fedticket.f32``.
+
+``fedpm.keep_priors`` (off by default, so existing numbers stay): the paper's Bayesian
+aggregation proper, whose Beta(alpha, beta) accumulates the samples across rounds and is reset to
+Beta(prior, prior) every ``fedpm.prior_reset_every`` rounds (0 = never; 1 = the per-round reset
+above). The counts live in the server process: a resumed run restarts them from the prior.
 """
 
 from __future__ import annotations
@@ -34,6 +39,24 @@ def beta_posterior_theta(samples: Sequence[torch.Tensor], prior: float, clip: fl
         theta = (alpha - 1) / (alpha + beta - 2)
     else:
         theta = alpha / (alpha + beta)
+    return theta.clamp(clip, 1 - clip).float()
+
+
+def accumulate_beta(alpha: torch.Tensor, beta: torch.Tensor, samples: Sequence[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the clients' mask samples to Beta counts (ones to alpha, zeros to beta)."""
+    ones = torch.zeros_like(alpha, dtype=torch.float64)
+    for s in samples:
+        ones += s.reshape(-1).double()
+    return alpha.double() + ones, beta.double() + (len(samples) - ones)
+
+
+def beta_theta(alpha: torch.Tensor, beta: torch.Tensor, clip: float) -> torch.Tensor:
+    """Posterior mode where it lies in [0, 1] (alpha, beta >= 1, not both 1), else the mean;
+    clipped. With a per-round reset and prior >= 1 this is :func:`beta_posterior_theta`."""
+    mode = (alpha - 1) / (alpha + beta - 2).clamp_min(1e-12)
+    mean = alpha / (alpha + beta)
+    theta = torch.where((alpha >= 1) & (beta >= 1) & (alpha + beta > 2), mode, mean)
     return theta.clamp(clip, 1 - clip).float()
 
 
@@ -85,9 +108,19 @@ class FedPMMethod(Method):
     def initial_global(self):
         return wire.floats_array(torch.full((self.ticket.kept,), self.cfg.fedpm.theta_init))
 
+    _alpha: torch.Tensor | None = None
+    _beta: torch.Tensor | None = None
+
     def aggregate(self, server_round, updates, weights, current):
-        return wire.floats_array(beta_posterior_theta(updates, self.cfg.fedpm.prior,
-                                                      self.cfg.fedpm.clip))
+        c = self.cfg.fedpm
+        if not c.keep_priors:
+            return wire.floats_array(beta_posterior_theta(updates, c.prior, c.clip))
+        reset = c.prior_reset_every and (server_round - 1) % c.prior_reset_every == 0
+        if self._alpha is None or reset:
+            self._alpha = torch.full((self.ticket.kept,), float(c.prior), dtype=torch.float64)
+            self._beta = self._alpha.clone()
+        self._alpha, self._beta = accumulate_beta(self._alpha, self._beta, updates)
+        return wire.floats_array(beta_theta(self._alpha, self._beta, c.clip))
 
     def eval_model(self, global_array, server_round):
         theta = wire.decode_floats_array(global_array, self.ticket.kept)

@@ -22,6 +22,13 @@ docs/fl.md, "SignScore"). SignScore changes three things, each an option:
   option rescales each masked layer, data-free and identically on server and clients, so that
   every output unit's kept fan-in has E[Σ w²] = 2 (He): activations keep their scale.
 
+Below 1 bit (``signscore.uplink_coding`` / ``downlink_coding: entropy``, issue 10 target 3): a
+client's signs are range-coded against the global signs it was sent this round (both sides hold
+them; most signs do not flip), with the seed of its stochastic draw in the payload so the
+coder models each flip by the uniform it was drawn with, the global signs against the ticket's all-+1 signs (every client
+holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
+kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
+
 Downlink: the signs of the server score, 1 bit per kept weight. The server score lives in the
 server's Method object; a resumed run restarts it from the checkpointed signs (magnitude
 ``init_margin``), which is the only state the checkpoint does not carry.
@@ -35,7 +42,7 @@ import math
 import torch
 
 from fedticket.fl import wire
-from fedticket.fl.methods.base import client_seed
+from fedticket.fl.methods.base import client_seed, plain_copy
 from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
 from fedticket.fl.model import Ticket
 
@@ -79,20 +86,46 @@ def variance_preserving(ticket: Ticket) -> Ticket:
     return Ticket(model=model, mask=ticket.mask)
 
 
+def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None,
+                 dither_seed: int | None = None):
+    """Packed bits, or (``coding="entropy"``) bits range-coded against ``reference``."""
+    if coding == "entropy":
+        return wire.coded_bits_array(bits, reference, dither_seed)
+    return wire.bits_array(bits)
+
+
+def decode_signs(array, n: int, reference: torch.Tensor | None) -> torch.Tensor:
+    """Either kind by its ``stype`` (a coded payload needs ``reference``); MalformedPayload."""
+    if getattr(array, "stype", None) == wire.CODED_BITS:
+        if reference is None:
+            raise wire.MalformedPayload("coded sign payload, but no reference signs to decode "
+                                        "it against")
+        return wire.decode_coded_bits_array(array, n, reference)
+    return wire.decode_bits_array(array, n)
+
+
 class SignScoreLearner(SupermaskLearner):
     """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
 
+    _global: torch.Tensor | None = None
+
+    def load_global(self, array) -> None:
+        n = self.net.num_kept
+        self._global = decode_signs(array, n, torch.ones(n, dtype=torch.bool))
+        self.net.load_mask_bits(self._global)
+
     def update(self, server_round):
-        g = torch.Generator().manual_seed(client_seed(self.cfg, server_round, self.partition_id, 7))
-        return wire.bits_array(stochastic_sign_bits(self.net.score_vector(),
-                                                    self.cfg.signscore.temperature, g))
+        seed = client_seed(self.cfg, server_round, self.partition_id, 7)
+        g = torch.Generator().manual_seed(seed)
+        bits = stochastic_sign_bits(self.net.score_vector(), self.cfg.signscore.temperature, g)
+        # the coder regenerates the uniforms from the seed: flips become predictable from them
+        return encode_signs(bits, self.cfg.signscore.uplink_coding, self._global, seed)
 
 
 class SignScoreMethod(HideNseekMethod):
     """1-bit stochastic signs up, a server-held score with lr and momentum, 1-bit signs down."""
 
     name = "signscore"
-    uplink_kind = wire.BITS
 
     def __init__(self, cfg, ticket):
         if cfg.signscore.weight_norm:
@@ -100,15 +133,41 @@ class SignScoreMethod(HideNseekMethod):
         super().__init__(cfg, ticket)
         self._score: torch.Tensor | None = None
         self._velocity: torch.Tensor | None = None
+        self._sent: torch.Tensor | None = None   # the global signs this round's clients got
+        self._ticket_signs = torch.ones(self.ticket.kept, dtype=torch.bool)
+
+    @property
+    def uplink_kind(self) -> str:
+        return wire.CODED_BITS if self.cfg.signscore.uplink_coding == "entropy" else wire.BITS
+
+    def _global(self, bits: torch.Tensor):
+        return encode_signs(bits, self.cfg.signscore.downlink_coding, self._ticket_signs)
+
+    def _signs(self, array) -> torch.Tensor:
+        return decode_signs(array, self.ticket.kept, self._ticket_signs)
+
+    def on_broadcast(self, server_round, array):
+        self._sent = self._signs(array)
+
+    def decode_update(self, array):
+        if self.uplink_kind == wire.CODED_BITS:
+            if self._sent is None:
+                raise wire.MalformedPayload("coded update, but no global signs were broadcast")
+            return wire.decode_coded_bits_array(array, self.ticket.kept, self._sent)
+        return wire.decode_bits_array(array, self.ticket.kept)
 
     def initial_global(self):
         self._score = torch.full((self.ticket.kept,), float(self.cfg.signscore.init_margin))
         self._velocity = torch.zeros(self.ticket.kept)
-        return wire.bits_array(self._score >= 0)
+        return self._global(self._score >= 0)
+
+    def eval_model(self, global_array, server_round):
+        self._net.load_mask_bits(self._signs(global_array), magnitude=1.0)
+        return plain_copy(self.ticket.model, self._net.effective_state_dict())
 
     def aggregate(self, server_round, updates, weights, current):
         if self._score is None:  # a resumed server: only the signs survived
-            prev = wire.decode_bits_array(current, self.ticket.kept)
+            prev = self._signs(current)
             margin = float(self.cfg.signscore.init_margin)
             self._score = torch.where(prev, margin, -margin).float()
             self._velocity = torch.zeros(self.ticket.kept)
@@ -118,7 +177,7 @@ class SignScoreMethod(HideNseekMethod):
             self._score, self._velocity = server_step(
                 self._score, self._velocity, list(updates), list(weights),
                 self.cfg.signscore.server_lr, self.cfg.signscore.server_momentum)
-        return wire.bits_array(self._score >= 0)
+        return self._global(self._score >= 0)
 
     def learner(self, partition_id, local_state=None):
         return SignScoreLearner(self.cfg, self.ticket, partition_id, local_state, kind=self.kind)
