@@ -23,6 +23,7 @@ paths with different graph factors, so the identity graph is a choice: the graph
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from graph.data import load_planetoid
 from graph.models import build_model as build_gnn
+from graph.ops import AdjacencyCache
 from graph.partition import partition_graph
 from graph.transforms import teddy_sparsify_edges
 
@@ -68,10 +70,39 @@ class NodeClassifier(nn.Module):
         super().__init__()
         self.gnn = gnn
 
+    def __deepcopy__(self, memo):
+        # the GNNs cache a sparse CSR adjacency, which torch cannot deepcopy: copy without it
+        # (a copy rebuilds its own on its first forward)
+        caches = [(m, m._adj) for m in self.modules() if isinstance(getattr(m, "_adj", None),
+                                                                    AdjacencyCache)]
+        for m, _ in caches:
+            m._adj = AdjacencyCache()
+        try:
+            new = self.__class__.__new__(self.__class__)
+            memo[id(self)] = new
+            for k, v in self.__dict__.items():
+                new.__dict__[k] = copy.deepcopy(v, memo)
+            return new
+        finally:
+            for m, cache in caches:
+                m._adj = cache
+
     def forward(self, inp) -> Tensor:
         if isinstance(inp, NodeView):
             return self.gnn(inp.graph.x, inp.graph.edge_index)[inp.nodes]
         return self.gnn(inp, torch.empty(2, 0, dtype=torch.long, device=inp.device))
+
+
+def unit_scale_rows(x: Tensor) -> Tensor:
+    """Each node's features scaled to mean square 1 (a per-node, client-local step).
+
+    A supermask cannot rescale the frozen weights, so the logits' scale is set by the input's:
+    Planetoid's row-normalised bag of words (entries ~1/18 on Cora) would leave the Kaiming-scaled
+    network near-uniform softmax outputs that no mask can sharpen. Unit-scale rows give the same
+    activation scale as the standardised images of the vision task.
+    """
+    norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return x * (x.shape[1] ** 0.5 / norm)
 
 
 def _dims(cfg) -> tuple[int, int]:
@@ -82,7 +113,8 @@ def _dims(cfg) -> tuple[int, int]:
 def _clients(dataset: str, root: str, partition: str, k: int, seed: int, train_fraction: float,
              val_fraction: float, sparsity: float):
     """Every client's part, sparsified by TEDDY on its own subgraph (cached per process)."""
-    data = load_planetoid(dataset, root)
+    data = load_planetoid(dataset, root, normalize_features=False)
+    data.x = unit_scale_rows(data.x)
     if tuple(DIMS[dataset]) != (data.num_features, int(data.y.max()) + 1):
         raise ValueError(f"{dataset}: expected (features, classes) {DIMS[dataset]}")
     out = []
@@ -99,6 +131,11 @@ def _key(cfg, root: str) -> tuple:
     g = cfg.graph
     return (g.dataset, str(root), g.partition, int(cfg.num_clients), int(cfg.seed),
             float(g.train_fraction), float(g.val_fraction), float(g.sparsity))
+
+
+def clients(cfg, root: str):
+    """``(Subgraph, Graph)`` of every client: its part and its TEDDY-sparsified graph."""
+    return _clients(*_key(cfg, root))
 
 
 class GraphTask:

@@ -127,3 +127,15 @@ def test_model_key_and_shapes(cora_root):
     out = m(torch.ones(1, 1433))   # SynFlow's input: one isolated node
     assert out.shape == (1, 7)
     assert torch.equal(task.build_model(cfg, seed=1).gnn.conv1.weight, m.gnn.conv1.weight)
+
+
+def test_features_are_scaled_to_unit_mean_square_per_node():
+    from graph.fedtask import unit_scale_rows
+
+    x = torch.rand(10, 40) * (torch.rand(10, 40) < 0.1)
+    x[0, 0] = 1.0  # no empty row
+    s = unit_scale_rows(x)
+    rows = s.pow(2).mean(dim=1)
+    nonzero = x.abs().sum(1) > 0
+    assert torch.allclose(rows[nonzero], torch.ones(int(nonzero.sum())))
+    assert torch.equal(s == 0, x == 0)   # a per-node rescale: the sparsity pattern stays
