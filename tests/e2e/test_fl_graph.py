@@ -31,13 +31,15 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("method", ["hidenseek", "fedavg"])
-def test_cora_graph_runs_in_process_with_the_usual_results(tmp_path, method):
+@pytest.mark.parametrize("method,sets", [
+    ("hidenseek", []), ("fedavg", []),
+    ("fedavg-subnet", ["graph.model=gin", "graph.partition=louvain"])])
+def test_cora_graph_runs_in_process_with_the_usual_results(tmp_path, method, sets):
     from fedticket.fl.run import prepare
     from fedticket.fl.server_app import run_in_process
     from fedticket.fl.task import get_task
 
-    cfg = prepare(CONFIG, TINY + [f"method={method}"], data_root=str(_data_root()))
+    cfg = prepare(CONFIG, TINY + [f"method={method}", *sets], data_root=str(_data_root()))
     out = tmp_path / method
     summary = run_in_process(cfg, out)
     for f in ("rounds.csv", "summary.json", "config.yaml", "accuracy_vs_round.png",
@@ -46,7 +48,8 @@ def test_cora_graph_runs_in_process_with_the_usual_results(tmp_path, method):
     rows = _rows(out / "rounds.csv")
     assert [int(r["round"]) for r in rows] == [0, 1, 2]   # round 0: the initial global model
     assert all(0.0 <= float(r["global_accuracy"]) <= 1.0 for r in rows)
-    assert json.loads((out / "summary.json").read_text())["dataset"] == "cora-metis"
+    assert json.loads((out / "summary.json").read_text())["dataset"] == \
+        f"cora-{cfg.graph.partition}"
     # the global test set is every client's test nodes, each in its own subgraph
     task = get_task(cfg)
     _, y_test = task.test_data(cfg, cfg.data.root)
