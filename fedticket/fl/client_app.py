@@ -34,8 +34,8 @@ from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps wh
     train_reply,
 )
 from fedticket.fl.config import config_from_json
-from fedticket.fl.dataset import client_tensors
 from fedticket.fl.model import build_ticket
+from fedticket.fl.task import get_task
 from fedticket.results import atomic_write_bytes
 
 STATE_FORMAT = "fedticket.client-state/1"
@@ -118,9 +118,10 @@ def _client_data(cfg, root: str, pid: int, context: Context):
     ~4 s per message on a 2-core machine. A SuperNode with a ``cache-dir`` (or ``state-dir``)
     in its node config keeps its own partition as one small safetensors file instead.
     """
+    task = get_task(cfg)
     folder = context.node_config.get("cache-dir") or context.node_config.get("state-dir")
-    if not folder:
-        return client_tensors(cfg, root, pid)
+    if not folder or not task.cacheable:
+        return task.client_data(cfg, root, pid)
     d = dataclasses.asdict(cfg.data)
     for k in ("root", "download"):
         d.pop(k)
@@ -133,7 +134,7 @@ def _client_data(cfg, root: str, pid: int, context: Context):
             return t["x"], t["y"], t["xv"], t["yv"]
         except (ValueError, KeyError, OSError):  # damaged: rebuild it below
             path.unlink(missing_ok=True)
-    x, y, xv, yv = client_tensors(cfg, root, pid)
+    x, y, xv, yv = task.client_data(cfg, root, pid)
     atomic_write_bytes(path, tensorfile.dumps({"x": x, "y": y, "xv": xv, "yv": yv},
                                               {"format": "fedticket.partition/1"}))
     return x, y, xv, yv

@@ -232,6 +232,27 @@ class ServerConfig:
 
 
 @dataclass
+class GraphTaskConfig:
+    dataset: Literal["cora", "citeseer"] = _f(
+        "cora", "task=graph: Planetoid citation graph (cora or citeseer) under DATA_ROOT/Planetoid/.")
+    partition: Literal["metis", "louvain"] = _f(
+        "metis", "task=graph: disjoint node parts, one per client, edges across parts dropped: "
+                 "metis (pymetis k-way) or louvain (networkx communities packed into num_clients).")
+    model: Literal["gcn", "gin"] = _f("gcn", "task=graph: two-layer GNN of the graph side (gcn or gin).")
+    hidden: int = _f(512, "task=graph: hidden units of the GNN.", ge=1)
+    dropout: float = _f(0.5, "task=graph: dropout on the GNN's hidden layer.", ge=0, lt=1)
+    sparsity: float = _f(
+        0.0, "task=graph: graph sparsity, the fraction of its own undirected edges each client "
+             "removes with the TEDDY transform before training (0 keeps all).", ge=0, lt=1)
+    train_fraction: float = _f(
+        0.2, "task=graph: seeded fraction of each client's nodes used for local training.", gt=0, lt=1)
+    val_fraction: float = _f(
+        0.2, "task=graph: seeded fraction of each client's nodes held out for validation "
+             "(personalised accuracy); the rest are its test nodes (global accuracy).", gt=0, lt=1)
+
+
+
+@dataclass
 class FLConfig:
     method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore"] = _f(
         "hidenseek", "hidenseek (sign supermask, 1-bit vote), fedavg (dense float32), fedavg-subnet "
@@ -242,6 +263,9 @@ class FLConfig:
         "vote", "hidenseek / binary-mask only: vote = weighted majority vote over 1-bit masks "
                 "(ties keep the previous global bit); mean_score = ablation that uploads float32 "
                 "scores and averages them (weights = example counts).")
+    task: Literal["vision", "graph"] = _f(
+        "vision", "What the run learns on: vision (data.* and model.name) or graph (node "
+                  "classification on disjoint client subgraphs, see graph.*).")
     seed: int = _f(0, "Seed of everything: weights, SynFlow, partitions, sampling, local training.")
     rounds: int = _f(10, "Federated rounds.", ge=1, results=False)
     num_clients: int = _f(10, "Virtual clients (Flower SuperNodes), one data partition each.", ge=1)
@@ -251,6 +275,8 @@ class FLConfig:
     output_dir: str | None = _f(None, "Results folder (--out overrides; null = runs/fl/<time>-<method>).", results=False)
     model: ModelConfig = _section(ModelConfig, "Model and frozen-weight settings.")
     data: DataConfig = _section(DataConfig, "Dataset and partitioning.")
+    graph: GraphTaskConfig = _section(GraphTaskConfig, "task=graph: dataset, partition, GNN, "
+                                                       "TEDDY sparsity and node split.")
     train: TrainConfig = _section(TrainConfig, "Local training.")
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
     signscore: SignScoreConfig = _section(SignScoreConfig, "SignScore method settings.")
@@ -291,6 +317,9 @@ class FLConfig:
             raise ConfigError(f"robust.kind={self.robust.kind!r} applies to the vote "
                               "(hidenseek / binary-mask with aggregation=vote, signscore), not "
                               f"method={self.method!r} aggregation={self.aggregation!r}")
+        if self.task == "graph" and self.graph.train_fraction + self.graph.val_fraction >= 1:
+            raise ConfigError("graph.train_fraction + graph.val_fraction must be < 1 (the rest "
+                              "are each client's test nodes)")
         if self.data.partition == "pathological" and self.data.classes_per_client > 10:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
 

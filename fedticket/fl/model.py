@@ -10,24 +10,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from fedticket.core import Mask, apply_mask, prune
-from fedticket.fl.dataset import NUM_CLASSES, input_shape
-from fedticket.models import build_model
+from fedticket.fl.task import get_task
 
 
 def _weights_key(cfg) -> tuple:
-    return (cfg.model.name, cfg.data.name, cfg.model.weight_init, int(cfg.seed))
+    return (getattr(cfg, "task", "vision"), get_task(cfg).model_key(cfg), cfg.model.weight_init,
+            int(cfg.seed))
 
 
-@lru_cache(maxsize=4)
-def _initial_state(name: str, dataset: str, weight_init: str, seed: int) -> dict[str, torch.Tensor]:
-    model = build_model(name, input_shape(dataset), NUM_CLASSES, seed=seed)
+_STATES: dict[tuple, dict[str, torch.Tensor]] = {}  # the last few seeds' weights, per process
+
+
+def _initial_state(cfg) -> dict[str, torch.Tensor]:
+    key = _weights_key(cfg)
+    if key not in _STATES:
+        if len(_STATES) >= 4:
+            _STATES.pop(next(iter(_STATES)))
+        _STATES[key] = _fresh_state(cfg, cfg.model.weight_init, int(cfg.seed))
+    return _STATES[key]
+
+
+def _fresh_state(cfg, weight_init: str, seed: int) -> dict[str, torch.Tensor]:
+    model = get_task(cfg).build_model(cfg, seed=seed)
     g = torch.Generator().manual_seed(int(seed) + 7919)
     with torch.no_grad():
         if weight_init != "default":
@@ -46,8 +56,8 @@ def _initial_state(name: str, dataset: str, weight_init: str, seed: int) -> dict
 
 def build_weights(cfg) -> nn.Module:
     """A fresh model holding the seed's initial weights (cached per process, returned as a copy)."""
-    model = build_model(cfg.model.name, input_shape(cfg.data.name), NUM_CLASSES)
-    model.load_state_dict(_initial_state(*_weights_key(cfg)))
+    model = get_task(cfg).build_model(cfg)
+    model.load_state_dict(_initial_state(cfg))
     return model
 
 
@@ -56,7 +66,7 @@ def synflow_mask(cfg, model: nn.Module | None = None) -> Mask:
     model = build_weights(cfg) if model is None else model
     if cfg.density >= 1.0:
         return Mask.ones_like(model)
-    return prune(model, "synflow", cfg.density, input_shape=input_shape(cfg.data.name),
+    return prune(model, "synflow", cfg.density, input_shape=get_task(cfg).input_shape(cfg),
                  iterations=cfg.model.prune_iterations, seed=cfg.seed)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fedticket.errors import ConfigError, UserError
 from fedticket.fl.config import FLConfig, load_fl_config
-from fedticket.fl.dataset import resolve_root
+from fedticket.fl.task import get_task
 
 log = logging.getLogger("fedticket.fl")
 CHECKPOINT = "checkpoint.safetensors"
@@ -30,7 +30,7 @@ FL_RESULT_FILES = (CHECKPOINT, "rounds.csv", "summary.json", "config.yaml", "ser
 def prepare(config_path=None, overrides=(), data_root=None, base=None) -> FLConfig:
     """Load + validate the config and resolve the data root to an absolute path (or UserError)."""
     cfg = load_fl_config(config_path, overrides, base=base)
-    cfg.data.root = str(resolve_root(cfg.data.name, data_root, cfg.data.root, cfg.data.download))
+    cfg.data.root = get_task(cfg).resolve_root(cfg, data_root)
     return cfg
 
 

@@ -23,11 +23,11 @@ from fedticket.core.mask import Mask
 from fedticket.errors import UserError
 from fedticket.fl import checkpoint
 from fedticket.fl.config import FLConfig, config_from_run_config
-from fedticket.fl.dataset import resolve_root, test_tensors
 from fedticket.fl.history import History, RoundStats
 from fedticket.fl.methods import Method, make_method, method_class
 from fedticket.fl.model import build_ticket, build_weights, evaluate
 from fedticket.fl.strategy import TicketStrategy
+from fedticket.fl.task import get_task
 from fedticket.results import RunDir, plot_lines
 
 log = logging.getLogger("fedticket.fl")
@@ -129,7 +129,7 @@ def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[di
     summary = {
         "method": cfg.method,
         "aggregation": cfg.aggregation,
-        "dataset": cfg.data.name,
+        "dataset": get_task(cfg).dataset_label(cfg),
         "model": cfg.model.name,
         "partition": cfg.data.partition,
         "density": 1.0 if method.dense else cfg.density,
@@ -169,7 +169,7 @@ def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[di
     pr = [(r["round"], r["personalized_accuracy"]) for r in rows if r["personalized_accuracy"] != ""]
     if pr:
         series["personalized"] = ([p[0] for p in pr], [p[1] for p in pr])
-    title = f"{cfg.method} · {cfg.data.name} · density {summary['density']:g}"
+    title = f"{cfg.method} · {get_task(cfg).dataset_label(cfg)} · density {summary['density']:g}"
     plot_lines(run_dir.file("accuracy_vs_round.png"), series, "round", "accuracy", title)
     cum, mb = 0, []
     for r in rows:
@@ -259,7 +259,7 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
         # a dense method's "ticket" keeps every weight; the others prune with SynFlow (no data)
         mask = Mask.ones_like(build_weights(cfg)) if method_class(cfg.method).dense else None
     ticket = build_ticket(cfg, mask)
-    x_test, y_test = test_tensors(cfg, cfg.data.root)
+    x_test, y_test = get_task(cfg).test_data(cfg, cfg.data.root)
     key = checkpoint.fingerprint(cfg)
     # clients key their on-disk state by config *and* results folder: two runs of one config
     # in different folders (one with a fault, one without) must not share local state
@@ -313,7 +313,7 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point for ``flwr run .``: the run config is ``[tool.flwr.app.config]``."""
     cfg = config_from_run_config({k: v for k, v in context.run_config.items()
                                   if not (k == "output_dir" and v == "")})
-    cfg.data.root = str(resolve_root(cfg.data.name, None, cfg.data.root, cfg.data.download))
+    cfg.data.root = get_task(cfg).resolve_root(cfg, None)
     if cfg.server.resume and not cfg.output_dir:
         raise UserError("server.resume=true needs output_dir: the results folder of the run to "
                         "continue (--run-config 'output_dir=\"/path/to/run\" server.resume=true')")

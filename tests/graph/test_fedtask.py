@@ -1,0 +1,141 @@
+"""The federated graph task: disjoint client parts, per-client TEDDY, the node-view model, SynFlow's input."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch_geometric.utils import to_undirected
+
+from graph.fedtask import Graph, GraphTask, NodeClassifier, NodeView
+from graph.models import build_model
+from graph.partition import induced_subgraph, node_parts, partition_graph, split_nodes
+
+from .conftest import copy_planetoid
+
+
+def _ring_of_cliques(c: int = 4, size: int = 6):
+    """``c`` cliques joined in a ring by one edge each: obvious communities."""
+    edges = []
+    for k in range(c):
+        base = k * size
+        edges += [(base + i, base + j) for i in range(size) for j in range(i + 1, size)]
+        edges.append((base, ((k + 1) % c) * size + 1))
+    ei = to_undirected(torch.tensor(edges).T)
+    return ei, c * size
+
+
+@pytest.mark.parametrize("kind", ["metis", "louvain"])
+def test_parts_cover_every_node_once_and_are_seeded(kind):
+    ei, n = _ring_of_cliques()
+    parts = node_parts(kind, ei, n, 4, seed=3)
+    assert parts.shape == (n,) and set(parts.tolist()) == {0, 1, 2, 3}
+    assert (parts == node_parts(kind, ei, n, 4, seed=3)).all()
+    # both find the cliques: every clique's nodes land in one part
+    for k in range(4):
+        assert len(set(parts[k * 6:(k + 1) * 6].tolist())) == 1
+
+
+def test_induced_subgraph_drops_edges_across_parts():
+    ei, n = _ring_of_cliques()
+    nodes = torch.arange(6)   # one clique
+    sub = induced_subgraph(ei, nodes, n)
+    assert sub.shape[1] == 6 * 5  # the clique's 15 undirected edges, both directions; ring edge gone
+    assert int(sub.max()) < 6
+
+
+def test_split_is_disjoint_and_complete():
+    tr, va, te = split_nodes(50, 0.2, 0.2, seed=0, part=1)
+    allp = torch.cat([tr, va, te]).sort().values
+    assert torch.equal(allp, torch.arange(50)) and (len(tr), len(va)) == (10, 10)
+    assert not torch.equal(tr, split_nodes(50, 0.2, 0.2, seed=0, part=2)[0])
+
+
+def test_node_view_indexes_its_nodes_and_model_answers_for_them():
+    torch.manual_seed(0)
+    ei, n = _ring_of_cliques()
+    g = Graph(torch.randn(n, 5), ei)
+    model = NodeClassifier(build_model("gcn", 5, 3, hidden=8, dropout=0.0)).eval()
+    view = NodeView(g, torch.tensor([3, 7, 11, 20]))
+    full = model.gnn(g.x, g.edge_index)
+    assert torch.allclose(model(view), full[view.nodes])
+    assert torch.allclose(model(view[1:3]), full[torch.tensor([7, 11])])
+    assert len(view[torch.tensor([0, 2])]) == 2
+
+
+def test_gcn_synflow_scores_do_not_depend_on_the_graph():
+    """The module docstring's claim: with |W| and an all-ones input, a GCN's synaptic-flow
+    objective is the MLP path's times a positive graph constant, so the scores are proportional."""
+    torch.manual_seed(0)
+    ei, n = _ring_of_cliques()
+    gcn = build_model("gcn", 5, 3, hidden=8, dropout=0.0).double()
+    with torch.no_grad():
+        for p in gcn.parameters():
+            p.abs_()
+
+    def scores(x, edge_index):
+        gcn.zero_grad()
+        gcn(x, edge_index).sum().backward()
+        return torch.cat([(p.grad * p).flatten() for p in gcn.parameters()])
+
+    on_graph = scores(torch.ones(n, 5, dtype=torch.float64), ei)
+    mlp = scores(torch.ones(1, 5, dtype=torch.float64), torch.empty(2, 0, dtype=torch.long))
+    ratio = on_graph / mlp
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cora_root(tmp_path_factory):
+    return copy_planetoid("Cora", tmp_path_factory.mktemp("data"))
+
+
+def _cfg(root, **graph):
+    g = dict(dataset="cora", partition="metis", model="gcn", hidden=16, dropout=0.5,
+             sparsity=0.3, train_fraction=0.2, val_fraction=0.2)
+    g.update(graph)
+    return SimpleNamespace(graph=SimpleNamespace(**g), seed=0, num_clients=5,
+                           data=SimpleNamespace(root=str(root)))
+
+
+def test_cora_clients_are_disjoint_and_teddy_runs_on_each(cora_root):
+    from graph.data import load_planetoid
+
+    data = load_planetoid("cora", cora_root)
+    subs = partition_graph(data, "metis", 5, 0, 0.2, 0.2)
+    nodes = torch.cat([s.nodes for s in subs])
+    assert nodes.numel() == data.num_nodes and nodes.unique().numel() == data.num_nodes
+    task = GraphTask()
+    cfg = _cfg(cora_root)
+    for pid, sub in enumerate(subs):
+        x, y, xv, yv = task.client_data(cfg, str(cora_root), pid)
+        assert x.graph.x.shape[0] == sub.num_nodes and len(x) == len(y) == len(sub.train)
+        full = sub.edge_index.shape[1] // 2
+        kept = x.graph.edge_index.shape[1] // 2
+        assert kept == full - round(0.3 * full) or abs(kept - 0.7 * full) <= 1
+        assert torch.equal(y, sub.y[sub.train]) and torch.equal(yv, sub.y[sub.val])
+    xt, yt = task.test_data(cfg, str(cora_root))
+    assert len(yt) == sum(len(s.test) for s in subs)
+    assert xt.graph.x.shape[0] == data.num_nodes
+
+
+def test_model_key_and_shapes(cora_root):
+    task = GraphTask()
+    cfg = _cfg(cora_root, model="gin")
+    m = task.build_model(cfg, seed=1)
+    assert task.input_shape(cfg) == (1433,)
+    out = m(torch.ones(1, 1433))   # SynFlow's input: one isolated node
+    assert out.shape == (1, 7)
+    assert torch.equal(task.build_model(cfg, seed=1).gnn.conv1.weight, m.gnn.conv1.weight)
+
+
+def test_features_are_scaled_to_unit_mean_square_per_node():
+    from graph.fedtask import unit_scale_rows
+
+    x = torch.rand(10, 40) * (torch.rand(10, 40) < 0.1)
+    x[0, 0] = 1.0  # no empty row
+    s = unit_scale_rows(x)
+    rows = s.pow(2).mean(dim=1)
+    nonzero = x.abs().sum(1) > 0
+    assert torch.allclose(rows[nonzero], torch.ones(int(nonzero.sum())))
+    assert torch.equal(s == 0, x == 0)   # a per-node rescale: the sparsity pattern stays
