@@ -306,6 +306,10 @@ class FLConfig:
             raise ConfigError(f"server.min_train_replies={self.server.min_train_replies} exceeds "
                               f"clients_per_round={self.clients_per_round}: no round could "
                               "ever update the global model")
+        if self.attack.kind == "label_flip" and self.task != "vision":
+            # the derangement is over the vision tasks' 10 classes; a graph's class count differs
+            raise ConfigError(f"attack.kind=label_flip is implemented for task=vision only, not "
+                              f"task={self.task!r}; use sign_flip or random there")
         if self.attack.kind == "scale" and not (
                 self.method in ("fedavg", "fedavg-subnet") or self.aggregation == "mean_score"):
             raise ConfigError(f"attack.kind=scale multiplies float updates; method={self.method!r} "

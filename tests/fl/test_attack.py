@@ -114,3 +114,14 @@ def test_poisoned_replies_pass_the_server_and_change_the_run(tiny, tmp_path):
         assert [int(r["rejected"]) for r in got] == [0]
         assert [int(r["accepted"]) for r in got] == [int(r["accepted"]) for r in honest]
         assert got[0]["global_accuracy"] != honest[0]["global_accuracy"], name
+
+
+def test_label_flip_is_refused_for_the_graph_task():
+    from fedticket.fl.config import FLConfig
+
+    cfg = FLConfig()
+    cfg.task = "graph"
+    cfg.attack.kind = "label_flip"
+    cfg.attack.fraction = 0.2
+    with pytest.raises(ConfigError, match="label_flip is implemented for task=vision"):
+        cfg.validate()
