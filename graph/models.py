@@ -178,16 +178,19 @@ class GAT(nn.Module):
     """Veličković et al. GAT: ``heads`` attention heads (concatenated) then one averaged output head.
 
     ``hidden`` is the total hidden width; each head has ``hidden // heads`` channels, so GAT with
-    ``hidden=512, heads=8`` is as wide as the 512-unit GCN. Dropout (input, hidden and attention)
-    is ``dropout``, 0.6 in the GAT paper.
+    ``hidden=512, heads=8`` is as wide as the 512-unit GCN. Dropout on the input, the hidden layer
+    and the first layer's attention is ``dropout`` (0.6 in the GAT paper); the output layer's
+    attention dropout is ``out_attention_dropout``, 0 as in the TEDDY/UGS code (its last
+    ``GATConv`` has ``dropout=0.``).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.6):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.6,
+                 out_attention_dropout: float = 0.0):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"GAT hidden size {hidden} must be divisible by heads={heads}")
         self.conv1 = GATLayer(in_dim, hidden // heads, heads, concat=True, dropout=dropout)
-        self.conv2 = GATLayer(hidden, out_dim, 1, concat=False, dropout=dropout)
+        self.conv2 = GATLayer(hidden, out_dim, 1, concat=False, dropout=out_attention_dropout)
         self.dropout = dropout
 
     def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
