@@ -34,7 +34,7 @@ class ModelConfig:
     name: Literal["gcn", "gat", "gin"] = field(default="gcn", metadata=_h("GNN: gcn, gat or gin (two layers each)"))
     hidden: int = field(default=512, metadata=_h("hidden width (GAT: total over heads, hidden/heads per head)", ge=1))
     heads: int = field(default=8, metadata=_h("GAT attention heads in the first layer", ge=1))
-    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and attention, 0.6 in the paper; GIN: 0 in the TEDDY code)", ge=0, lt=1))
+    dropout: float = field(default=0.5, metadata=_h("dropout on the hidden layer (GAT: also input and first-layer attention, 0.6 in the paper; GIN: 0 in the TEDDY code)", ge=0, lt=1))
 
     def validate(self) -> None:
         if self.name == "gat" and self.hidden % self.heads:

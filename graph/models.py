@@ -47,6 +47,17 @@ def _glorot_(w: Tensor) -> None:
         w.uniform_(-a, a)
 
 
+def _linear_init_(w: Tensor) -> None:
+    """``torch.nn.Linear``'s default, U(±1/√fan_in) (kaiming-uniform with a = √5): the TEDDY/UGS
+    GIN builds its layers from ``nn.Linear``, so they start about 2x smaller than Glorot's."""
+    a = 1.0 / math.sqrt(w.size(-1))
+    with torch.no_grad():
+        w.uniform_(-a, a)
+
+
+_INITS = {"linear": _linear_init_, "glorot": _glorot_}
+
+
 class GCNLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -178,16 +189,19 @@ class GAT(nn.Module):
     """Veličković et al. GAT: ``heads`` attention heads (concatenated) then one averaged output head.
 
     ``hidden`` is the total hidden width; each head has ``hidden // heads`` channels, so GAT with
-    ``hidden=512, heads=8`` is as wide as the 512-unit GCN. Dropout (input, hidden and attention)
-    is ``dropout``, 0.6 in the GAT paper.
+    ``hidden=512, heads=8`` is as wide as the 512-unit GCN. Dropout on the input, the hidden layer
+    and the first layer's attention is ``dropout`` (0.6 in the GAT paper); the output layer's
+    attention dropout is ``out_attention_dropout``, 0 as in the TEDDY/UGS code (its last
+    ``GATConv`` has ``dropout=0.``).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.6):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.6,
+                 out_attention_dropout: float = 0.0):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"GAT hidden size {hidden} must be divisible by heads={heads}")
         self.conv1 = GATLayer(in_dim, hidden // heads, heads, concat=True, dropout=dropout)
-        self.conv2 = GATLayer(hidden, out_dim, 1, concat=False, dropout=dropout)
+        self.conv2 = GATLayer(hidden, out_dim, 1, concat=False, dropout=out_attention_dropout)
         self.dropout = dropout
 
     def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
@@ -207,11 +221,11 @@ class GINLayer(nn.Module):
     features.
     """
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, init: str = "linear"):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
         self.eps = nn.Parameter(torch.zeros(1))
-        _glorot_(self.weight)
+        _INITS[init](self.weight)
 
     def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
                 adj: FixedAdjacency | None = None) -> Tensor:
@@ -225,15 +239,20 @@ class GIN(nn.Module):
     ``(mlp(h1) + h2) / 2`` where ``mlp`` maps the first layer's output to the classes.
 
     The TEDDY/UGS code has no dropout in its GIN; ``dropout`` (on ``h1`` before the second layer)
-    is 0 in the shipped configs and kept as an option.
+    is 0 in the shipped configs and kept as an option. Its three matrices are ``nn.Linear``
+    layers with torch's default initialisation, U(±1/√fan_in) (``init="linear"``, the default
+    here too); ``init="glorot"`` is the Glorot-uniform start of the GCN and GAT layers.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0,
+                 init: str = "linear"):
         super().__init__()
-        self.conv1 = GINLayer(in_dim, hidden)
-        self.conv2 = GINLayer(hidden, out_dim)
+        if init not in _INITS:
+            raise ValueError(f"GIN init must be one of {', '.join(_INITS)}, got {init!r}")
+        self.conv1 = GINLayer(in_dim, hidden, init)
+        self.conv2 = GINLayer(hidden, out_dim, init)
         self.mlp = nn.Parameter(torch.empty(out_dim, hidden))
-        _glorot_(self.mlp)
+        _INITS[init](self.mlp)
         self.dropout = dropout
         self._adj = AdjacencyCache()
 

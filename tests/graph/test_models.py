@@ -82,3 +82,38 @@ def test_unknown_model():
         build_model("sage", 4, 2)
     with pytest.raises(ValueError, match="divisible"):
         build_model("gat", 4, 2, hidden=10, heads=4)
+
+
+def test_gat_output_attention_dropout_is_zero_as_in_the_teddy_code():
+    """The TEDDY/UGS GAT drops attention in the first layer only (its last GATConv has
+    dropout=0.): in training mode the output layer is deterministic for a fixed input."""
+    torch.manual_seed(0)
+    model = build_model("gat", 6, 3, hidden=8, heads=2, dropout=0.6)
+    assert model.conv1.dropout == 0.6 and model.conv2.dropout == 0.0
+    x = torch.randn(5, 8)
+    ei = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 4, 0, 1, 2, 3, 4], [1, 0, 2, 1, 3, 2, 4, 3, 0, 1, 2, 3, 4]])
+    model.train()
+    assert torch.equal(model.conv2(x, ei, None, 5), model.conv2(x, ei, None, 5))
+    from graph.models import GAT
+
+    noisy = GAT(6, 8, 3, heads=2, dropout=0.6, out_attention_dropout=0.5).train()
+    outs = {tuple(noisy.conv2(x, ei, None, 5).flatten().tolist()) for _ in range(8)}
+    assert len(outs) > 1  # the option does drop attention when asked to
+
+
+def test_gin_starts_like_the_teddy_codes_nn_linear():
+    """TEDDY's GIN is built from nn.Linear: U(±1/√fan_in), not Glorot (about 2x wider here)."""
+    import math
+
+    torch.manual_seed(0)
+    gin = build_model("gin", 1433, 7, hidden=512, dropout=0.0)
+    for w in (gin.conv1.weight, gin.conv2.weight, gin.mlp):
+        bound = 1.0 / math.sqrt(w.shape[-1])
+        assert float(w.abs().max()) <= bound
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)  # uniform's std
+    from graph.models import GIN
+
+    glorot = GIN(1433, 512, 7, init="glorot")
+    assert float(glorot.conv1.weight.abs().max()) > 1.5 / math.sqrt(1433)
+    with pytest.raises(ValueError, match="GIN init"):
+        GIN(4, 4, 2, init="xavier")
