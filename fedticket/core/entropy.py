@@ -108,6 +108,23 @@ def _range_decode(body: bytes, p: np.ndarray) -> np.ndarray:
     return np.asarray(dec.decode(constriction.stream.model.Bernoulli(perfect=False), p)).astype(bool)
 
 
+def _decode_canonical(body: bytes, p: np.ndarray) -> np.ndarray:
+    """The bits ``body`` range-codes under the per-entry probabilities ``p``, or ValueError."""
+    if len(body) % 4 or not body:
+        raise ValueError(f"coded-bit payload body has {len(body)} bytes, not a whole number "
+                         "of 4-byte words")
+    try:
+        delta = _range_decode(body, p)
+    except Exception as e:  # constriction reports a bad stream with its own error types
+        raise ValueError(f"coded-bit payload is corrupt (range decoder: {e})") from None
+    # a range decoder ignores trailing words and accepts many streams: only the one
+    # canonical encoding of what it decoded is a well-formed payload
+    if _range_code(delta, p) != body:
+        raise ValueError("coded-bit payload is corrupt (its body is not the encoding of "
+                         "the bits it decodes to)")
+    return delta
+
+
 def decode_delta(payload: bytes, reference, expected_n: int | None = None) -> torch.Tensor:
     """Inverse of :func:`encode_delta`: the flat bool vector; ValueError naming what is wrong."""
     ref = _as_bool(reference, "reference")
@@ -133,17 +150,7 @@ def decode_delta(payload: bytes, reference, expected_n: int | None = None) -> to
         body = body[_DITHER.size + 2 * bins:]
         if ((qs == 0)).any():
             raise ValueError("coded-bit payload has a bin probability of 0")
-        if len(body) % 4 or not body:
-            raise ValueError(f"coded-bit payload body has {len(body)} bytes, not a whole number "
-                             "of 4-byte words")
-        p = qs[_bin_of(seed, ref, bins)].astype(np.float64) / _Q
-        try:
-            delta = _range_decode(body, p)
-        except Exception as e:  # constriction reports a bad stream with its own error types
-            raise ValueError(f"coded-bit payload is corrupt (range decoder: {e})") from None
-        if _range_code(delta, p) != body:
-            raise ValueError("coded-bit payload is corrupt (its body is not the encoding of "
-                             "the bits it decodes to)")
+        delta = _decode_canonical(body, qs[_bin_of(seed, ref, bins)].astype(np.float64) / _Q)
     elif flags:
         if body:
             raise ValueError(f"coded-bit payload has {len(body)} body bytes where none belong")
@@ -151,19 +158,7 @@ def decode_delta(payload: bytes, reference, expected_n: int | None = None) -> to
     else:
         if not 0 < q < _Q:
             raise ValueError(f"coded-bit payload has probability {q}/65536 outside (0, 1)")
-        if len(body) % 4 or not body:
-            raise ValueError(f"coded-bit payload body has {len(body)} bytes, not a whole number "
-                             "of 4-byte words")
-        p = np.full(n, q / _Q)
-        try:
-            delta = _range_decode(body, p)
-        except Exception as e:  # constriction reports a bad stream with its own error types
-            raise ValueError(f"coded-bit payload is corrupt (range decoder: {e})") from None
-        # a range decoder ignores trailing words and accepts many streams: only the one
-        # canonical encoding of what it decoded is a well-formed payload
-        if _range_code(delta, p) != body:
-            raise ValueError("coded-bit payload is corrupt (its body is not the encoding of "
-                             "the bits it decodes to)")
+        delta = _decode_canonical(body, np.full(n, q / _Q))
     if zlib.crc32(pack_bits(delta)) != crc:
         raise ValueError("coded-bit payload is corrupt (CRC-32 of the decoded bits does not match)")
     return torch.from_numpy(delta ^ ref)
