@@ -10,6 +10,7 @@ file in this package plus one line in its registry (``fedticket/fl/methods/__ini
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from flwr.app import Array
@@ -87,6 +88,9 @@ class Method:
     name = ""
     uplink_kind = wire.BITS
     dense = False
+    # partition ids of the updates the next aggregate() gets, in order; set by the strategy
+    # before each aggregate (robust.kind=reputation weighs a vote by who cast it)
+    clients: Sequence[int] = ()
 
     def __init__(self, cfg, ticket: Ticket):
         self.cfg = cfg

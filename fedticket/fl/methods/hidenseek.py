@@ -97,8 +97,6 @@ class HideNseekMethod(Method):
     def uplink_kind(self) -> str:
         return wire.F32 if self.cfg.aggregation == "mean_score" else wire.BITS
 
-    clients: list[int] = []   # partition ids of the updates aggregate() gets, in order
-
     @cached_property
     def reputation(self):
         return make_reputation(self.cfg)
