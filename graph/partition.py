@@ -21,15 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.utils import subgraph
+
+from graph.edges import undirected_pairs
 
 PARTITIONS = ("metis", "louvain")
 
 
-def _undirected_pairs(edge_index: Tensor) -> np.ndarray:
-    ei = edge_index.numpy()
-    ei = ei[:, ei[0] != ei[1]]
-    pairs = np.unique(np.sort(ei, axis=0), axis=1)
-    return pairs
+def _undirected_pairs(edge_index: Tensor, num_nodes: int) -> np.ndarray:
+    # the graph side's one undirected view (graph/edges.py): u < v, no loops, sorted
+    return undirected_pairs(edge_index, num_nodes).pairs.numpy()
 
 
 def metis_parts(edge_index: Tensor, num_nodes: int, k: int, seed: int) -> np.ndarray:
@@ -38,7 +39,7 @@ def metis_parts(edge_index: Tensor, num_nodes: int, k: int, seed: int) -> np.nda
 
     if k == 1:
         return np.zeros(num_nodes, dtype=np.int64)
-    pairs = _undirected_pairs(edge_index)
+    pairs = _undirected_pairs(edge_index, num_nodes)
     both = np.concatenate([pairs, pairs[::-1]], axis=1)
     order = np.lexsort((both[1], both[0]))
     src, dst = both[0][order], both[1][order]
@@ -56,7 +57,7 @@ def louvain_parts(edge_index: Tensor, num_nodes: int, k: int, seed: int) -> np.n
 
     g = nx.Graph()
     g.add_nodes_from(range(num_nodes))
-    g.add_edges_from(_undirected_pairs(edge_index).T.tolist())
+    g.add_edges_from(_undirected_pairs(edge_index, num_nodes).T.tolist())
     comms = nx.community.louvain_communities(g, seed=int(seed))
     comms = sorted((sorted(c) for c in comms), key=lambda c: (-len(c), c[0]))
     sizes = np.zeros(k, dtype=np.int64)
@@ -96,11 +97,7 @@ class Subgraph:
 
 def induced_subgraph(edge_index: Tensor, nodes: Tensor, num_nodes: int) -> Tensor:
     """Edges with both ends in ``nodes``, renumbered to positions in ``nodes`` (others dropped)."""
-    local = torch.full((num_nodes,), -1, dtype=torch.long)
-    local[nodes] = torch.arange(nodes.numel())
-    src, dst = local[edge_index[0]], local[edge_index[1]]
-    keep = (src >= 0) & (dst >= 0)
-    return torch.stack([src[keep], dst[keep]])
+    return subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=num_nodes)[0]
 
 
 def split_nodes(n: int, train_fraction: float, val_fraction: float, seed: int, part: int
