@@ -3,12 +3,16 @@
 Each size runs the real command a user runs (``fedticket fl run`` on the quickstart config,
 Flower's simulation runtime on a private SuperLink, Ray) with 10 clients sampled a round and the
 whole training set partitioned (``data.train_subset=null``), so only the number of clients that
-are *not* training changes between rows. Measured from outside: the peak resident memory of the
-whole process tree (the CLI, the SuperLink, flwr-simulation, Ray's processes and workers; summed
-RSS, sampled every 0.2 s), the setup time (launch -> the server's round-0 evaluation line in
-server.log: SuperLink, Ray, node registration, ticket, discovery) and the seconds per round
-(round-0 line -> last round's line, divided by the rounds; also round 1 alone, which warms
-the workers, and the later rounds).
+are *not* training changes between rows. Measured from outside, on the whole process tree (the
+CLI, the SuperLink, flwr-simulation, Ray's processes and workers), sampled every 0.2 s: the peak
+of the summed resident memory, and CPU seconds per part (Flower's simulation runtime process,
+the Ray ClientApp actors, the rest). From server.log's round lines: the setup (launch -> the
+server's round-0 evaluation: SuperLink, Ray, node registration, ticket), round 1 alone (it starts
+every ClientApp actor: imports, the training set, the partitioner; its actor CPU seconds are
+shown beside it) and the steady state (round 1 -> the last round, per round, with the CPU
+seconds per round of the flwr-simulation process, whose dispatcher sweeps every node's queue).
+The load average at the start of each run is printed: the seconds are wall-clock seconds on a
+shared machine; CPU seconds are the robust comparison.
 
     python simulations/fl_scale_benchmark.py --clients 100 1000 10000 --rounds 3 --out runs/fl_scale
 """
@@ -41,18 +45,61 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def tree_rss(root: psutil.Process) -> int:
-    total = 0
+def group_of(proc: psutil.Process) -> str:
+    """Which part of the run a process is: Flower's simulation runtime (the ServerApp and the
+    dispatcher that feeds the actors), a Ray ClientApp actor, or the rest (CLI, SuperLink,
+    Ray's own daemons)."""
     try:
-        procs = [root, *root.children(recursive=True)]
+        cmd = " ".join(proc.cmdline())
     except psutil.Error:
-        return 0
-    for proc in procs:
+        return "rest"
+    if "flwr-simulation" in cmd:
+        return "sim"
+    if cmd.startswith("ray::") and "Actor" in cmd:
+        return "actor"
+    return "rest"
+
+
+class TreeSampler:
+    """Summed RSS and CPU seconds per group of the whole process tree, sampled over time."""
+
+    def __init__(self, root: psutil.Process):
+        self.root = root
+        self.cpu: dict[int, tuple[str, float]] = {}    # pid -> (group, last CPU seconds seen)
+        self.groups: dict[int, str] = {}
+        self.nice: dict[str, set[int]] = {}
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.peak_rss = 0
+
+    def sample(self) -> None:
         try:
-            total += proc.memory_info().rss
+            procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            pass
-    return total
+            return
+        rss = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    t = proc.cpu_times()
+                    if proc.pid not in self.groups or self.groups[proc.pid] == "rest":
+                        # a Ray worker renames itself once it hosts an actor
+                        self.groups[proc.pid] = group_of(proc)
+                    group = self.groups[proc.pid]
+                    self.nice.setdefault(group, set()).add(proc.nice())
+                self.cpu[proc.pid] = (group, t.user + t.system)
+            except psutil.Error:
+                pass
+        self.peak_rss = max(self.peak_rss, rss)
+        totals: dict[str, float] = {"sim": 0.0, "actor": 0.0, "rest": 0.0}
+        for group, sec in self.cpu.values():   # exited processes keep their last count
+            totals[group] += sec
+        self.samples.append((time.time(), totals))
+
+    def cpu_at(self, stamp: float) -> dict[str, float]:
+        """CPU seconds per group at the last sample before ``stamp``."""
+        before = [tot for t, tot in self.samples if t <= stamp]
+        return before[-1] if before else {"sim": 0.0, "actor": 0.0, "rest": 0.0}
 
 
 def round_times(server_log: Path) -> dict[int, float]:
@@ -74,12 +121,12 @@ def run_one(n: int, args, out: Path) -> dict:
            "--overwrite", "--out", str(run_dir)]
     for item in sets:
         cmd += ["--set", item]
+    load = os.getloadavg()[0]
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    peak = 0
+    sampler = TreeSampler(psutil.Process(proc.pid))
     while proc.poll() is None:
-        peak = max(peak, tree_rss(root))
+        sampler.sample()
         if time.time() - t0 > args.timeout:
             proc.kill()
             raise RuntimeError(f"{n} clients: no result after {args.timeout:g} s")
@@ -90,26 +137,41 @@ def run_one(n: int, args, out: Path) -> dict:
     times = round_times(run_dir / "server.log")
     summary = json.loads((run_dir / "summary.json").read_text())
     last = max(times)
+    if last < 2:
+        raise RuntimeError("--rounds must be at least 2: round 1 warms the workers, the "
+                           "steady state is measured on the rounds after it")
+    c0, c1, cl = (sampler.cpu_at(times[r]) for r in (0, 1, last))
     return {"clients": n, "per_round": args.per_round, "rounds": last,
-            "peak_rss_gb": peak / 2**30, "setup_s": times[0] - t0,
-            "s_per_round": (times[last] - times[0]) / last,
-            # round 1 also warms the workers (data, partitioner, ticket); later rounds don't
+            "load_avg_at_start": load,
+            "peak_rss_gb": sampler.peak_rss / 2**30,
+            # launch -> round 0's evaluation: SuperLink, Ray, node registration, ticket
+            "setup_s": times[0] - t0,
+            # round 1 starts every ClientApp actor: imports, the training set, the partitioner
             "round1_s": times[1] - times[0],
-            "later_s_per_round": (times[last] - times[1]) / (last - 1) if last > 1 else None,
+            "round1_actor_cpu_s": c1["actor"] - c0["actor"],
+            "round1_sim_cpu_s": c1["sim"] - c0["sim"],
+            # the steady state: warm actors
+            "later_s_per_round": (times[last] - times[1]) / (last - 1),
+            "later_sim_cpu_s_per_round": (cl["sim"] - c1["sim"]) / (last - 1),
+            "later_actor_cpu_s_per_round": (cl["actor"] - c1["actor"]) / (last - 1),
+            "s_per_round": (times[last] - times[0]) / last,
             "train_phase_s": summary["round_wall_seconds"],
             "total_s": time.time() - t0,
+            "nice": {g: sorted(v) for g, v in sampler.nice.items()},
             "final_accuracy": summary["final_global_accuracy"]}
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| clients | sampled / round | rounds | peak RSS, process tree (GB) | setup (s) | "
-             "s / round | round 1 (s) | rounds 2+ (s / round) | total (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "round 1 (s) | round 1: actor CPU (s) | rounds 2+ (s / round) | "
+             "rounds 2+: flwr-simulation CPU (s / round) | total (s) | load avg at start |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['clients']:,} | {r['per_round']} | {r['rounds']} | "
-                     f"{r['peak_rss_gb']:.2f} | {r['setup_s']:.1f} | {r['s_per_round']:.2f} | "
-                     f"{r['round1_s']:.2f} | {r['later_s_per_round'] or float('nan'):.2f} | "
-                     f"{r['total_s']:.1f} |")
+                     f"{r['peak_rss_gb']:.2f} | {r['setup_s']:.1f} | {r['round1_s']:.1f} | "
+                     f"{r['round1_actor_cpu_s']:.1f} | {r['later_s_per_round']:.2f} | "
+                     f"{r['later_sim_cpu_s_per_round']:.2f} | {r['total_s']:.1f} | "
+                     f"{r['load_avg_at_start']:.1f} |")
     return "\n".join(lines)
 
 

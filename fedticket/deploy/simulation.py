@@ -121,6 +121,12 @@ class LocalSimulation:
                          "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1",
                          # Ray's accelerator FutureWarning is noise for a CPU run
                          "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"})
+        # Ray starts its workers (the ClientApp actors) at nice 15 (its `worker_niceness`
+        # system config) and the simulation runtime that feeds them at nice 0: whenever
+        # anything else wants the cores (Flower's dispatcher, which sweeps every node's queue,
+        # other jobs) the actors that train wait. They are the run's real work: same priority
+        # as the rest. An explicit RAY_worker_niceness in the caller's environment wins.
+        self.env.setdefault("RAY_worker_niceness", "0")
         self.log = self.dir / "superlink.log"
         self.proc: subprocess.Popen | None = None
         self.log_proc: subprocess.Popen | None = None

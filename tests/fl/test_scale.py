@@ -236,3 +236,20 @@ def test_attaching_to_a_ray_cluster_passes_the_address_and_no_cpu_count(monkeypa
         backend_config(load_fl_config(None, ["sim.ray_address=auto", "sim.num_cpus=2"]))
     with pytest.raises(ConfigError, match="whole number"):
         federation_config(load_fl_config(None, ["sim.ray_address=auto", "sim.cpus_per_client=0.5"]))
+
+
+def test_the_clientapp_actors_run_at_the_priority_of_the_runtime_that_feeds_them(monkeypatch):
+    """Ray starts its workers at nice 15; the dispatcher that feeds them runs at nice 0, so on a
+    busy machine the actors that train would wait for it (docs/fl.md, "Thousands of clients")."""
+    import shutil
+
+    from fedticket.deploy.simulation import LocalSimulation
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    sim = LocalSimulation()
+    shutil.rmtree(sim.dir)
+    assert sim.env["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv("RAY_worker_niceness", "10")   # the caller's choice wins
+    sim = LocalSimulation()
+    shutil.rmtree(sim.dir)
+    assert sim.env["RAY_worker_niceness"] == "10"
