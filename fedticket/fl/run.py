@@ -91,6 +91,9 @@ def run_fl(cfg: FLConfig, out_dir: str | Path, quiet: bool = False, client_app=N
 
     # Ray's accelerator FutureWarning and Flower's run_simulation deprecation notice are noise here.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # the ClientApp actors at the priority of the dispatcher that feeds them, not Ray's nice 15
+    # (see fedticket.deploy.simulation.LocalSimulation; a cluster's workers keep their own)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)
