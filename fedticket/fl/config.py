@@ -248,13 +248,14 @@ class SecAggConfig:
              "of a client's neighbours may drop out after sharing keys.", gt=0)
     max_examples: int = _f(
         65536, "server.secure_aggregation: largest training set of one client; votes are summed "
-               "exactly as integers up to this weight (a client above it refuses the round).", ge=1)
+               "exactly as integers up to this weight (a client above it refuses the round; "
+               "at most 2^29: Flower quantizes to int32).", ge=1, le=2**29)
     clipping_range: float = _f(
         8.0, "server.secure_aggregation, float updates only (fedavg, fedavg-subnet, "
              "mean_score): values are clipped to [-this, this] before quantization.", gt=0)
     quantization_range: int = _f(
         4194304, "server.secure_aggregation, float updates only: quantization levels "
-                 "(2^22 = Flower's default).", ge=2)
+                 "(2^22 = Flower's default; at most 2^30: Flower quantizes to int32).", ge=2, le=2**30)
     modulus_range: int = _f(
         4294967296, "server.secure_aggregation: masks and sums are taken modulo this power "
                     "of two (at most 2^32, Flower's default).", ge=2, le=4294967296)

@@ -166,8 +166,9 @@ def secure_train_round(ts, grid, server_round: int, arrays, timeout: float):
                 node, server_round, "left the secure aggregation before its masked vector was "
                 "summed (or the round was halted)"))
     stats.uplink_bytes += sum(counting.uplink(n) for n in ts._expected)
-    ts.secagg_bytes[server_round] = {"up": {k: dict(v) for k, v in counting.up.items()},
-                                     "down": {k: dict(v) for k, v in counting.down.items()}}
+    stats.secagg_bytes = {
+        way: {stage: [sum(per.values()), len(per)] for stage, per in counts.items()}
+        for way, counts in (("up", counting.up), ("down", counting.down))}
     if adapter.result is None:
         log.warning("round %d: secure aggregation halted (fewer than the reconstruction "
                     "threshold of clients stayed); the global model stays as it was", server_round)

@@ -59,7 +59,6 @@ class TicketStrategy(Strategy):
         self._current = None                           # the global payload (Array)
         self._expected: dict[int, int] = {}            # node id -> partition id this phase
         self._sent: list[Message] = []                 # this phase's messages (ids set on push)
-        self.secagg_bytes: dict[int, dict] = {}        # round -> SecAgg+ bytes per stage and node
 
     @property
     def ticket(self):
