@@ -10,6 +10,8 @@ weight, seconds per round of both (after one discarded warm-up round), and wheth
 per-round accuracies are equal.
 
     python simulations/fl_secagg_cost.py --clients 5 10 20 --set rounds=2
+    python simulations/fl_secagg_cost.py --clients 4 --num-clients 6 --set method=fedavg \
+        --set rounds=3 --set data.partition=dirichlet --set data.train_subset=1200
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main() -> None:
     p.add_argument("-c", "--config", default=str(REPO / "configs/fl/quickstart.yaml"))
     p.add_argument("--clients", type=int, nargs="+", default=[5, 10, 20],
                    help="clients_per_round values (num_clients = the largest)")
+    p.add_argument("--num-clients", type=int, default=None, help="default: the largest --clients")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--data-root", default=None)
     args = p.parse_args()
@@ -70,7 +73,7 @@ def main() -> None:
     from fedticket.fl.run import prepare
     from fedticket.fl.server_app import run_server
 
-    n = max(args.clients)
+    n = args.num_clients or max(args.clients)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # one discarded round first: the first run of a process loads the data and builds
@@ -109,6 +112,8 @@ def main() -> None:
                 "plain_round_s": plain["round_wall_seconds"],
                 "secagg_round_s": secure["round_wall_seconds"],
                 "same_accuracies": res["false"][1] == res["true"][1],
+                "plain_accuracies": " ".join(res["false"][1]),
+                "secagg_accuracies": " ".join(res["true"][1]),
             })
             print(json.dumps(rows[-1]), flush=True)
     print()

@@ -55,6 +55,7 @@ class CountingGrid:
         self._grid = grid
         self.up: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.down: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.errors: dict[int, str] = {}   # node -> its first error reply (stage: reason)
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -75,6 +76,8 @@ class CountingGrid:
         for r in replies:
             if r.has_content():
                 self.up[stage][r.metadata.src_node_id] += message_nbytes(r.content)
+            elif r.has_error():
+                self.errors.setdefault(r.metadata.src_node_id, f"{stage}: {r.error.reason}")
         return replies
 
     def uplink(self, node: int) -> int:
@@ -162,9 +165,9 @@ def secure_train_round(ts, grid, server_round: int, arrays, timeout: float):
     ts.members.has_setup.update(replied)
     for node in ts._expected:
         if node not in replied:
-            stats.missing.append(ts.members.lost(
-                node, server_round, "left the secure aggregation before its masked vector was "
-                "summed (or the round was halted)"))
+            why = counting.errors.get(node, "sent no masked vector (left SecAgg+, or the round "
+                                            "was halted)")
+            stats.missing.append(ts.members.lost(node, server_round, f"failed: {why}"))
     stats.uplink_bytes += sum(counting.uplink(n) for n in ts._expected)
     stats.secagg_bytes = {
         way: {stage: [sum(per.values()), len(per)] for stage, per in counts.items()}

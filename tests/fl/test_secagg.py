@@ -151,3 +151,6 @@ def test_secure_run_has_the_plain_runs_accuracies_also_with_a_dropout(tiny, tmp_
     # a masked entry is an int64 on the wire: at least 64 bits per kept weight, against ~1
     assert summaries["true"]["uplink_bytes_per_client_round"] > 8 * kept
     assert summaries["false"]["uplink_bytes_per_client_round"] < kept / 8 + 64
+    by_stage = summaries["true"]["secagg_bytes_per_client_round"]
+    assert set(by_stage["up"]) == {"setup", "share_keys", "collect_masked_vectors", "unmask"}
+    assert by_stage["up"]["collect_masked_vectors"] >= 8 * kept
