@@ -25,8 +25,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.common import parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -48,11 +48,33 @@ def message_nbytes(content: RecordDict) -> int:
     return int(recorddict_to_proto(content).ByteSize())
 
 
-class CountingGrid:
-    """A Grid that counts every message's serialized bytes, per SecAgg+ stage, node, direction."""
+def check_masked_reply(content: RecordDict, n: int) -> str | None:
+    """Why a masked-vector reply cannot be summed (None: it can). Flower's workflow would add
+    a vector of the wrong length or kind into the sum and fail the whole round."""
+    try:
+        masked = content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+        arrays = [bytes_to_ndarray(b) for b in masked]
+        count = content.metric_records["fitres.num_examples"]["num_examples"]
+    except (KeyError, TypeError, ValueError) as e:
+        return f"not a SecAgg+ masked vector ({type(e).__name__}: {e})"
+    if [a.shape for a in arrays] != [(1,), (n,)]:
+        return f"masked vector of shapes {[a.shape for a in arrays]}, expected [(1,), ({n},)]"
+    if any(a.dtype.kind not in "iu" for a in arrays):
+        return "masked vector is not integer"
+    if not isinstance(count, int) or count < 1:
+        return f"num_examples must be a positive integer, got {count!r}"
+    return None
 
-    def __init__(self, grid):
+
+class CountingGrid:
+    """A Grid that counts every message's serialized bytes, per SecAgg+ stage, node, direction,
+    and drops a masked-vector reply that cannot be summed: SecAgg+ then treats that client as
+    dropped after sharing its keys and removes its masks (the round goes on)."""
+
+    def __init__(self, grid, uplink_values: int):
         self._grid = grid
+        self.n = uplink_values
+        self.rejected: dict[int, str] = {}
         self.up: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.down: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.errors: dict[int, str] = {}   # node -> its first error reply (stage: reason)
@@ -73,12 +95,20 @@ class CountingGrid:
                                 message_type=m.metadata.message_type,
                                 group_id=m.metadata.group_id))
         replies = list(self._grid.send_and_receive(sent, timeout=timeout))
+        kept = []
         for r in replies:
+            node = r.metadata.src_node_id
             if r.has_content():
-                self.up[stage][r.metadata.src_node_id] += message_nbytes(r.content)
+                self.up[stage][node] += message_nbytes(r.content)
+                why = (check_masked_reply(r.content, self.n)
+                       if stage == Stage.COLLECT_MASKED_VECTORS else None)
+                if why is not None:
+                    self.rejected[node] = why
+                    continue
             elif r.has_error():
-                self.errors.setdefault(r.metadata.src_node_id, f"{stage}: {r.error.reason}")
-        return replies
+                self.errors.setdefault(node, f"{stage}: {r.error.reason}")
+            kept.append(r)
+        return kept
 
     def uplink(self, node: int) -> int:
         return sum(per.get(node, 0) for per in self.up.values())
@@ -143,7 +173,7 @@ def secure_train_round(ts, grid, server_round: int, arrays, timeout: float):
     if not msgs:
         return None, None
     run_id = int(getattr(getattr(grid, "run", None), "run_id", 0) or 0)
-    counting = CountingGrid(grid)
+    counting = CountingGrid(grid, ts.method.uplink_values)
     instructions = [(GridClientProxy(m.metadata.dst_node_id, counting, run_id),
                      secagg_wire.to_fitins(m.content)) for m in msgs]
     adapter = SumAdapter(ts, server_round, instructions)
@@ -163,8 +193,12 @@ def secure_train_round(ts, grid, server_round: int, arrays, timeout: float):
     replied = ({proxy.node_id for proxy, _ in adapter.result[1]}
                if adapter.result is not None else set())
     ts.members.has_setup.update(replied)
+    for node, why in counting.rejected.items():
+        stats.rejected += 1
+        log.warning("round %d: rejected the masked vector of client %d: %s", server_round,
+                    ts.members.pid(node), why)
     for node in ts._expected:
-        if node not in replied:
+        if node not in replied and node not in counting.rejected:
             why = counting.errors.get(node, "sent no masked vector (left SecAgg+, or the round "
                                             "was halted)")
             stats.missing.append(ts.members.lost(node, server_round, f"failed: {why}"))

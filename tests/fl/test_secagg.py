@@ -154,3 +154,25 @@ def test_secure_run_has_the_plain_runs_accuracies_also_with_a_dropout(tiny, tmp_
     by_stage = summaries["true"]["secagg_bytes_per_client_round"]
     assert set(by_stage["up"]) == {"setup", "share_keys", "collect_masked_vectors", "unmask"}
     assert by_stage["up"]["collect_masked_vectors"] >= 8 * kept
+
+
+def _masked(arrays, count=100):
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+    from flwr.common import ndarray_to_bytes
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    return RecordDict({
+        RECORD_KEY_CONFIGS: ConfigRecord({Key.MASKED_PARAMETERS: [ndarray_to_bytes(a) for a in arrays]}),
+        "fitres.num_examples": MetricRecord({"num_examples": count})})
+
+
+def test_a_masked_vector_that_cannot_be_summed_is_named_not_summed():
+    from fedticket.fl.secagg import check_masked_reply
+
+    good = [np.array([7]), np.arange(10, dtype=np.int64)]
+    assert check_masked_reply(_masked(good), 10) is None
+    assert "expected [(1,), (11,)]" in check_masked_reply(_masked(good), 11)
+    assert "not integer" in check_masked_reply(_masked([good[0], np.zeros(10)]), 10)
+    assert "positive integer" in check_masked_reply(_masked(good, count=0), 10)
+    from flwr.app import RecordDict
+    assert "not a SecAgg+ masked vector" in check_masked_reply(RecordDict(), 10)
