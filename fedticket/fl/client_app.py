@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 from flwr.app import Context, Message
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from fedticket.core import tensorfile
 from fedticket.core.mask import Mask
-from fedticket.fl import protocol
+from fedticket.fl import protocol, secagg_wire
 from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps what, re-exported)
     STATE_LOCAL,
     STATE_SETUP,
@@ -34,6 +36,7 @@ from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps wh
     train_reply,
 )
 from fedticket.fl.config import config_from_json
+from fedticket.fl.methods import make_method
 from fedticket.fl.model import build_ticket
 from fedticket.fl.task import get_task
 from fedticket.results import atomic_write_bytes
@@ -163,10 +166,22 @@ def query(msg: Message, context: Context) -> Message:
     return query_reply(msg, context)
 
 
-@app.train()
+def secagg_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round, nothing for the others
+    (a plain run's train messages carry no SecAgg+ stage)."""
+    if msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+@app.train(mods=[secagg_mod])
 def train(msg: Message, context: Context) -> Message:
-    """One local round: global payload in, local training, one wire payload out."""
+    """One local round: global payload in, local training, one wire payload out (under
+    SecAgg+: a legacy FitIns in, the update as the legacy FitRes the mod masks)."""
     t0 = time.perf_counter()
+    secure = secagg_wire.is_fitins(msg)
+    if secure:
+        msg.content = secagg_wire.from_fitins(msg.content)
     cfg, ticket, pid, root, local = _session(msg, context)
     x, y, _, _ = _client_data(cfg, root, pid, context)
     store = _store(cfg, msg, context, pid)
@@ -175,8 +190,11 @@ def train(msg: Message, context: Context) -> Message:
         completed = int(msg.content.config_records[protocol.CONFIG].get(protocol.COMPLETED, 0))
         store.save(server_round, state, completed)
 
-    return train_reply(msg, context, cfg, ticket, pid, x, y, local, t0,
-                       on_state=keep if store is not None else None)
+    reply = train_reply(msg, context, cfg, ticket, pid, x, y, local, t0,
+                        on_state=keep if store is not None else None)
+    if secure:
+        reply.content = secagg_wire.fitres_content(cfg, make_method(cfg, ticket), reply)
+    return reply
 
 
 @app.evaluate()

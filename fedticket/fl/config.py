@@ -228,6 +228,37 @@ class ServerConfig:
               "round, so a resumed run continues it exactly. A SuperNode's node config "
               "'state-dir' wins. null = Flower's Context.state only (lost when a run ends, so "
               "a resumed run restarts those magnitudes from train.score_init).")
+    secure_aggregation: bool = _f(
+        False, "Aggregate the training updates with Flower's SecAgg+ (SecAggPlusWorkflow + "
+               "secaggplus_mod): the server learns only the sum of the clients' votes, never "
+               "one client's. Vote and count methods sum exactly (same accuracies as without); "
+               "fedavg, fedavg-subnet and aggregation=mean_score are quantized. See secagg.* "
+               "and docs/fl.md, 'Secure aggregation'.")
+
+
+
+@dataclass
+class SecAggConfig:
+    num_shares: float = _f(
+        1.0, "server.secure_aggregation: shares of each client's secrets (SecAgg+'s "
+             "num_shares): a whole number >= 3, or a fraction (<= 1) of the sampled clients.", gt=0)
+    reconstruction_threshold: float = _f(
+        0.6, "server.secure_aggregation: shares needed to rebuild a secret (a whole number "
+             "below num_shares, or a fraction <= 1 of them); up to num_shares minus this many "
+             "of a client's neighbours may drop out after sharing keys.", gt=0)
+    max_examples: int = _f(
+        65536, "server.secure_aggregation: largest training set of one client; votes are summed "
+               "exactly as integers up to this weight (a client above it refuses the round; "
+               "at most 2^29: Flower quantizes to int32).", ge=1, le=2**29)
+    clipping_range: float = _f(
+        8.0, "server.secure_aggregation, float updates only (fedavg, fedavg-subnet, "
+             "mean_score): values are clipped to [-this, this] before quantization.", gt=0)
+    quantization_range: int = _f(
+        4194304, "server.secure_aggregation, float updates only: quantization levels "
+                 "(2^22 = Flower's default; at most 2^30: Flower quantizes to int32).", ge=2, le=2**30)
+    modulus_range: int = _f(
+        4294967296, "server.secure_aggregation: masks and sums are taken modulo this power "
+                    "of two (at most 2^32, Flower's default).", ge=2, le=4294967296)
 
 
 
@@ -287,6 +318,8 @@ class FLConfig:
     server: ServerConfig = _section(ServerConfig, "Server: per-phase timeouts, node counts, "
                                                   "checkpoints and resume (both engines).",
                                     results=False)
+    secagg: SecAggConfig = _section(SecAggConfig, "Flower SecAgg+ settings "
+                                                  "(server.secure_aggregation=true).")
 
     def validate(self) -> None:
         if self.clients_per_round > self.num_clients:
@@ -326,6 +359,40 @@ class FLConfig:
                               "are each client's test nodes)")
         if self.data.partition == "pathological" and self.data.classes_per_client > 10:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
+        if self.server.secure_aggregation:
+            self._validate_secagg()
+
+    def _validate_secagg(self) -> None:
+        s, k = self.secagg, self.clients_per_round
+        if self.robust.kind == "reputation":
+            raise ConfigError("robust.kind=reputation needs each client's own votes, which "
+                              "server.secure_aggregation=true hides; use robust.kind=none")
+        if self.method == "signscore" and self.signscore.uplink_coding != "packed":
+            raise ConfigError("signscore.uplink_coding=entropy sends coded bits, which cannot be "
+                              "summed; with server.secure_aggregation=true use uplink_coding=packed")
+        if k < 3:
+            raise ConfigError(f"server.secure_aggregation=true needs clients_per_round >= 3 "
+                              f"(SecAgg+ shares each secret among >= 3 clients), got {k}")
+        for key, v in (("num_shares", s.num_shares),
+                       ("reconstruction_threshold", s.reconstruction_threshold)):
+            if v > 1 and not float(v).is_integer():
+                raise ConfigError(f"secagg.{key}={v:g}: a count must be a whole number (or a "
+                                  "fraction <= 1)")
+        if s.num_shares > 1 and not 3 <= s.num_shares <= k:
+            raise ConfigError(f"secagg.num_shares={s.num_shares:g} must be between 3 and "
+                              f"clients_per_round={k} (or a fraction <= 1 of them)")
+        if s.num_shares > 1 and s.reconstruction_threshold >= s.num_shares:
+            raise ConfigError(f"secagg.reconstruction_threshold={s.reconstruction_threshold:g} "
+                              f"must be below secagg.num_shares={s.num_shares:g}")
+        if s.modulus_range & (s.modulus_range - 1):
+            raise ConfigError(f"secagg.modulus_range={s.modulus_range} must be a power of two")
+        from fedticket.fl.secagg_wire import exact_range, mode
+
+        levels = exact_range(self) if mode(self) == "exact" else s.quantization_range
+        if k * levels > s.modulus_range:
+            raise ConfigError(f"clients_per_round={k} x {levels} quantization levels exceeds "
+                              f"secagg.modulus_range={s.modulus_range}: the sum would wrap; "
+                              "lower secagg.max_examples (votes) or secagg.quantization_range")
 
     @property
     def personal_clients(self) -> int:

@@ -37,6 +37,9 @@ class RoundStats:
     started: float = 0.0
     train_wall_seconds: float = 0.0
     setup_messages: int = 0            # train instructions that carried the setup
+    # server.secure_aggregation: serialized bytes of SecAgg+'s four stages, summed over nodes:
+    # {"up" | "down": {stage: [bytes, nodes]}}
+    secagg_bytes: dict = field(default_factory=dict)
 
 
 @dataclass

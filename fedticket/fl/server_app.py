@@ -114,6 +114,19 @@ def bits_per_kept(bytes_per_client_round: float | None, kept: int) -> float | No
     return 8.0 * bytes_per_client_round / kept
 
 
+def secagg_per_client(stats: list[RoundStats]) -> dict:
+    """Mean serialized bytes per client and round of each SecAgg+ stage, by direction."""
+    out: dict = {}
+    for way in ("up", "down"):
+        tot: dict[str, list[int]] = {}
+        for s in stats:
+            for stage, (nbytes, nodes) in s.secagg_bytes.get(way, {}).items():
+                t = tot.setdefault(stage, [0, 0])
+                t[0], t[1] = t[0] + nbytes, t[1] + nodes
+        out[way] = {stage: b / n for stage, (b, n) in tot.items() if n}
+    return out
+
+
 def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[dict],
                   run_dir: RunDir, wall: float, setup_seconds: float,
                   resumed_at: int | None = None) -> dict:
@@ -163,6 +176,8 @@ def write_outputs(cfg: FLConfig, method: Method, history: History, rows: list[di
         "setup_seconds": setup_seconds,
         "wall_seconds": wall,
     }
+    if cfg.server.secure_aggregation:
+        summary["secagg_bytes_per_client_round"] = secagg_per_client(stats)
     run_dir.write_json("summary.json", summary)
     xs = [r["round"] for r in rows]
     series = {"global": (xs, [r["global_accuracy"] for r in rows])}

@@ -222,9 +222,15 @@ class TicketStrategy(Strategy):
             self._record(h.evaluate_metrics_serverapp, 0, evaluate_fn(0, arrays))
         for server_round in range(first_round, num_rounds + 1):
             self.members.before_round(grid, server_round, h.completed_round)
-            msgs = list(self.configure_train(server_round, arrays, train_config, grid))
-            replies = grid.send_and_receive(msgs, timeout=t_train) if msgs else []
-            new_arrays, metrics = self.aggregate_train(server_round, replies)
+            if srv.secure_aggregation:
+                # Flower's legacy server stack is loaded only when a run asks for SecAgg+
+                from fedticket.fl.secagg import secure_train_round
+
+                new_arrays, metrics = secure_train_round(self, grid, server_round, arrays, t_train)
+            else:
+                msgs = list(self.configure_train(server_round, arrays, train_config, grid))
+                replies = grid.send_and_receive(msgs, timeout=t_train) if msgs else []
+                new_arrays, metrics = self.aggregate_train(server_round, replies)
             if new_arrays is not None:
                 h.arrays = arrays = new_arrays
             self._record(h.train_metrics_clientapp, server_round, metrics)
