@@ -55,7 +55,6 @@ class Reputation:
         # nobody trusted (all at chance): fall back to the plain vote rather than to no vote
         return out if any(out) else [float(w) for w in weights]
 
-
     def state(self, num_clients: int) -> dict[str, torch.Tensor]:
         """The agreements by partition id, NaN for a client never sampled (for the checkpoint)."""
         a = torch.full((num_clients,), math.nan, dtype=torch.float64)
