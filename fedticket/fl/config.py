@@ -114,7 +114,7 @@ class SignScoreConfig:
     temperature: float = _f(1.0, "signscore: a client's bit is 1 with probability "
                                  "sigmoid(2·s/(T·mean abs(s))) (smaller = closer to sign(s)).", gt=0)
     init_margin: float = _f(0.1, "signscore: initial server score of every kept weight (sign +1 "
-                                 "= the ticket); also the magnitude a resumed server restarts from.", gt=0)
+                                 "= the ticket).", gt=0)
     weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
                                  "output unit's kept fan-in has sum of squares 2 (He), data-free, "
                                  "instead of only model.scale_by_density.")
@@ -286,10 +286,11 @@ class GraphTaskConfig:
 @dataclass
 class FLConfig:
     method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore"] = _f(
-        "hidenseek", "hidenseek (sign supermask, 1-bit vote), fedavg (dense float32), fedavg-subnet "
-                     "(float32 of the SynFlow-kept weights), fedpm (Bernoulli mask, Beta "
-                     "aggregation), binary-mask ({0,1} supermask, majority vote), signscore "
-                     "(stochastic 1-bit signs moving a server-held score, see signscore.*).")
+        "signscore", "signscore (the default: stochastic 1-bit signs moving a server-held "
+                     "score, see signscore.*), hidenseek (the paper's sign supermask, 1-bit "
+                     "majority vote), fedavg (dense float32), fedavg-subnet (float32 of the "
+                     "SynFlow-kept weights), fedpm (Bernoulli mask, Beta aggregation), "
+                     "binary-mask ({0,1} supermask, majority vote).")
     aggregation: Literal["vote", "mean_score"] = _f(
         "vote", "hidenseek / binary-mask only: vote = weighted majority vote over 1-bit masks "
                 "(ties keep the previous global bit); mean_score = ablation that uploads float32 "

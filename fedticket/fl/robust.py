@@ -12,12 +12,14 @@ Agreement is measured against the global signs the clients started the round fro
 against this round's vote: a round whose sample happens to hold a majority of attackers would
 otherwise vouch for them. Honest clients move few signs per round (agreement near 1), a
 sign-flipper inverts them (near 0), a random voter sits at 0.5. In round 1 everyone agrees with
-the initial signs about equally; while nobody is trusted the plain vote is taken. The server keeps the agreements in memory only
-(a resumed server starts them afresh). The server never needs to know which clients attack.
+the initial signs about equally; while nobody is trusted the plain vote is taken. The agreements
+are in the server checkpoint (``Method.state``), so a resumed server continues them. The server
+never needs to know which clients attack.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -52,6 +54,17 @@ class Reputation:
         out = [float(w) * self.trust(c) for c, w in zip(clients, weights, strict=True)]
         # nobody trusted (all at chance): fall back to the plain vote rather than to no vote
         return out if any(out) else [float(w) for w in weights]
+
+    def state(self, num_clients: int) -> dict[str, torch.Tensor]:
+        """The agreements by partition id, NaN for a client never sampled (for the checkpoint)."""
+        a = torch.full((num_clients,), math.nan, dtype=torch.float64)
+        for c, v in self.agreement.items():
+            a[c] = v
+        return {"agreement": a}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.agreement = {c: v for c, v in enumerate(state["agreement"].tolist())
+                          if not math.isnan(v)}
 
 
 def make_reputation(cfg) -> Reputation | None:

@@ -266,8 +266,6 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
     if done is not None:
         return done
     check_results_folder(cfg, run_dir, ckpt)
-    run_dir.save_config(to_dict(cfg))
-    run_dir.file("rounds.csv").unlink(missing_ok=True)  # rows are appended: start a reused folder clean
     if ckpt is not None:
         mask = ckpt.mask  # never re-prune on resume: the ticket must be the checkpointed one
     else:
@@ -289,8 +287,12 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
                         data=ckpt.global_bytes)
         initial = ArrayRecord({"payload": payload})
         first_round, prior_seconds = ckpt.round + 1, ckpt.seconds
+        # before the folder is touched: a refused state leaves it as it was
+        checkpoint.restore_method_state(method, ckpt, run_dir.file(checkpoint.FILENAME))
         log.warning("fedticket: resuming from %s at round %d of %d", run_dir.path, first_round,
                     cfg.rounds)
+    run_dir.save_config(to_dict(cfg))
+    run_dir.file("rounds.csv").unlink(missing_ok=True)  # rows are appended: start a reused folder clean
     recorder = Recorder(cfg, method, history, run_dir, x_test, y_test, quiet,
                         rows=ckpt.rows if ckpt is not None else None)
     strategy = TicketStrategy(cfg, method, run_key=run_key, history=history)
@@ -305,7 +307,8 @@ def _run_server(grid, cfg, run_dir, quiet, on_round_end, t0) -> dict:
                 rows=recorder.rows,
                 stats={r: checkpoint.stats_to_dict(s) for r, s in history.rounds.items()
                        if r <= server_round},
-                seconds=prior_seconds + time.perf_counter() - t0, fingerprint=key))
+                seconds=prior_seconds + time.perf_counter() - t0, fingerprint=key,
+                method_state=method.state()))
         if on_round_end is not None:
             on_round_end(server_round, arrays)
 

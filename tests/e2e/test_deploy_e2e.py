@@ -42,6 +42,9 @@ COMMON = {
     "eval.personal_every": 0, "train.max_steps": 20,
     "server.train_timeout": 45.0, "server.evaluate_timeout": 45.0,
     "server.query_timeout": 25.0, "server.connect_timeout": 90.0,
+    # the default method (signscore: its server score must survive the kill below) with packed
+    # bits, so the uplink is exactly one bit per kept weight + the header
+    "signscore.uplink_coding": "packed", "signscore.downlink_coding": "packed",
 }
 
 
@@ -126,6 +129,7 @@ def test_deployment_tls_auth_faults_and_resume(tmp_path):
         fed.kill(fed.superlink)               # the server host dies: SuperLink, ServerApp, all
         ck = checkpoint.load(ck_path)
         assert ck.round == 2, "the server outran the kill: round 3 finished within the poll"
+        assert set(ck.method_state) == {"score", "velocity"}   # signscore's server state
         assert not (out_b / "summary.json").exists()
         fed.start_superlink()                 # same port, same database: registrations kept
         # Flower 1.42: the SuperNodes shut down when the new SuperLink does not know their

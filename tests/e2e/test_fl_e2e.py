@@ -50,9 +50,10 @@ def _rows(path):
 def test_hidenseek_through_flower_engine_is_deterministic(tmp_path):
     from fedticket.fl.run import run_fl
 
-    cfg = _cfg(tmp_path)
+    # the paper's method and its packed 1-bit payloads (the quickstart's default is signscore)
+    cfg = _cfg(tmp_path, "method=hidenseek")
     s1 = run_fl(cfg, tmp_path / "a", quiet=True)
-    s2 = run_fl(_cfg(tmp_path), tmp_path / "b", quiet=True)
+    s2 = run_fl(_cfg(tmp_path, "method=hidenseek"), tmp_path / "b", quiet=True)
 
     out = tmp_path / "a"
     for name in ("config.yaml", "rounds.csv", "summary.json", "accuracy_vs_round.png",
@@ -127,7 +128,8 @@ def test_faulty_clients_are_left_out_through_the_engine(tmp_path, caplog):
 
     # the faulty ClientApp lives in this test module: ship it to the Ray workers by value
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cfg = _cfg(tmp_path, "rounds=1", "clients_per_round=4")
+    # hidenseek: the corruptions above are of its packed-bit payload
+    cfg = _cfg(tmp_path, "method=hidenseek", "rounds=1", "clients_per_round=4")
     with caplog.at_level(logging.WARNING, logger="fedticket.fl"):
         summary = run_fl(cfg, tmp_path / "f", quiet=True, client_app=faulty_app)
     rows = _rows(tmp_path / "f" / "rounds.csv")

@@ -1,5 +1,10 @@
 """Checkpoint/resume and node faults through Flower's simulation engine (Ray).
 
+The quickstart's method is signscore, whose server keeps a score and a velocity across rounds:
+the resumed run equals the uninterrupted one only because the checkpoint carries them
+(``Method.state``; tests/fl/test_faults_checkpoint.py checks the same in memory, for every
+method that keeps server state).
+
 The same ServerApp code runs under the deployment engine (tests/e2e/test_deploy_e2e.py runs it
 with real SuperLink/SuperNode processes); here the engine is Ray, which is faster and lets one
 test compare an interrupted-and-resumed run with an uninterrupted one round for round.
@@ -67,6 +72,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         run_fl(cfg_b, tmp_path / "b", quiet=True, on_round_end=stop_after_2)
     ck = checkpoint.load(tmp_path / "b" / checkpoint.FILENAME)
     assert ck.round == 2 and [r["round"] for r in ck.rows] == [0, 1, 2]
+    # the quickstart's signscore: its server score and velocity travel with the checkpoint
+    assert cfg_b.method == "signscore" and set(ck.method_state) == {"score", "velocity"}
 
     # a rerun without resume must not overwrite the checkpointed run
     with pytest.raises(UserError, match="server.resume=true"):

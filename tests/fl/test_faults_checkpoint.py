@@ -7,6 +7,7 @@ answers with a Flower error. The real-process version is tests/e2e/test_deploy_e
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -168,6 +169,116 @@ def test_fingerprint_ignores_rounds_paths_and_server_keys(tiny, tmp_path):
     with pytest.raises(UserError, match="train.lr: checkpoint 0.1, now 0.01"):
         checkpoint.check_compatible(_ckpt(a), c, tmp_path / "x")
 
+
+
+# ---- checkpointed method state --------------------------------------------------------------
+class Stop(RuntimeError):
+    pass
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _fresh_state(cfg, mask):
+    from fedticket.fl.methods import make_method
+
+    method = make_method(cfg, build_ticket(cfg, mask))
+    method.initial_global()
+    return method, method.state()
+
+
+@pytest.mark.parametrize("extra", [
+    ("method=signscore", "signscore.uplink_coding=entropy", "signscore.downlink_coding=entropy"),
+    ("method=signscore", "robust.kind=reputation"),
+    ("method=fedpm", "fedpm.keep_priors=true"),
+], ids=["signscore-coded", "signscore-reputation", "fedpm-kept-priors"])
+def test_resumed_run_equals_uninterrupted_run_with_method_state(tiny, tmp_path, extra):
+    from fedticket.fl.server_app import run_in_process
+
+    def cfg(name, *more):
+        # a new in-memory Grid per run: the clients' own state survives only in the state dir
+        return tiny(*extra, "rounds=4", "eval.personal_every=0", f"output_dir={tmp_path / name}",
+                    f"server.client_state_dir={tmp_path / ('state-' + name)}", *more)
+
+    run_in_process(cfg("a"), tmp_path / "a")
+
+    def stop_after_2(server_round, _arrays):
+        if server_round == 2:
+            raise Stop("server killed after round 2")
+
+    with pytest.raises(Stop):
+        run_in_process(cfg("b"), tmp_path / "b", on_round_end=stop_after_2)
+    ck = checkpoint.load(tmp_path / "b" / checkpoint.FILENAME)
+    _, fresh = _fresh_state(cfg("b"), ck.mask)
+    assert ck.round == 2 and ck.method_state.keys() == fresh.keys() != set()
+    # the state moved away from its start: a server restarting it would compute other rounds
+    assert any(not torch.equal(ck.method_state[k], fresh[k]) for k in fresh)
+
+    resumed = run_in_process(cfg("b", "server.resume=true"), tmp_path / "b")
+    assert resumed["resumed_at_round"] == 3
+    a, b = _rows(tmp_path / "a" / "rounds.csv"), _rows(tmp_path / "b" / "rounds.csv")
+    assert [r["round"] for r in b] == ["0", "1", "2", "3", "4"]
+    for ra, rb in zip(a, b, strict=True):
+        for col in ("global_accuracy", "global_loss", "uplink_bytes", "accepted"):
+            assert ra[col] == rb[col], (ra["round"], col)
+    end_a = checkpoint.load(tmp_path / "a" / checkpoint.FILENAME).method_state
+    end_b = checkpoint.load(tmp_path / "b" / checkpoint.FILENAME).method_state
+    assert end_a.keys() == end_b.keys()
+    for k in end_a:
+        assert torch.equal(end_a[k], end_b[k]) or (
+            end_a[k].is_floating_point() and torch.equal(end_a[k].isnan(), end_b[k].isnan())
+            and torch.equal(end_a[k].nan_to_num(), end_b[k].nan_to_num())), k
+
+
+def test_method_state_that_does_not_fit_is_refused_naming_the_file_and_the_fix(tiny, tmp_path):
+    from fedticket.fl.server_app import run_in_process
+
+    args = ("method=signscore", "eval.personal_every=0")
+    out = tmp_path / "run"
+    run_in_process(tiny(*args, "rounds=1"), out)
+    path = out / checkpoint.FILENAME
+    ck = checkpoint.load(path)
+    n = ck.method_state["score"].numel()
+    ck.method_state["score"] = ck.method_state["score"][:-1]
+    checkpoint.save(path, ck)   # a valid file (checksum and all), but not this run's state
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.name != "server.log"}
+    with pytest.raises(UserError) as err:
+        run_in_process(tiny(*args, "rounds=2", "server.resume=true"), out)
+    msg = str(err.value)
+    assert str(path) in msg and f"'score' is float32[{n - 1}], expected float32[{n}]" in msg
+    assert "move it away to start over" in msg and "\n" not in msg
+    # refused before the folder was touched
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.name != "server.log"} == before
+
+    # a missing and an unknown name are named too
+    method, fresh = _fresh_state(tiny(*args), ck.mask)
+    ck.method_state = {"score": fresh["score"], "momentum": fresh["velocity"]}
+    with pytest.raises(UserError, match="'momentum' not kept by signscore.*'velocity' missing"):
+        checkpoint.restore_method_state(method, ck, path)
+
+
+def test_checkpoint_before_method_state_resumes_only_a_method_without_state(tiny, tmp_path):
+    path = tmp_path / checkpoint.FILENAME
+    for args, keeps in ((("method=hidenseek",), False), (("method=binary-mask",), False),
+                        (("method=signscore",), True),
+                        (("method=hidenseek", "robust.kind=reputation"), True),
+                        (("method=fedpm",), False), (("method=fedpm", "fedpm.keep_priors=true"), True)):
+        cfg = tiny(*args)
+        old = _ckpt(cfg)
+        old.method_state = None          # the layout of every checkpoint before this change
+        checkpoint.save(path, old)
+        ck = checkpoint.load(path)
+        assert ck.method_state is None
+        method, fresh = _fresh_state(cfg, None)
+        assert bool(fresh) == keeps, args
+        if keeps:
+            with pytest.raises(UserError, match=f"{path}.*written before checkpoints carried method "
+                                                "state.*start the run again in a new results folder"):
+                checkpoint.restore_method_state(method, ck, path)
+        else:
+            checkpoint.restore_method_state(method, ck, path)   # resumes exactly: nothing was lost
 
 # ---- the client's on-disk local state -------------------------------------------------------
 def test_local_state_store_resumes_from_before_the_redone_round(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import cached_property
 
 import torch
 from flwr.app import Array
@@ -18,6 +19,9 @@ from torch import nn
 
 from fedticket.fl import wire
 from fedticket.fl.model import Ticket, train_epochs
+from fedticket.fl.robust import Reputation, make_reputation
+
+REPUTATION = "reputation."   # the vote weights' state, under its own names in state()
 
 
 def client_seed(cfg, server_round: int, partition_id: int, phase: int) -> int:
@@ -121,6 +125,33 @@ class Method:
 
     def eval_model(self, global_array: Array, server_round: int) -> nn.Module:
         raise NotImplementedError
+
+    @cached_property
+    def reputation(self) -> Reputation | None:
+        """robust.kind=reputation's per-client agreements (None otherwise); vote methods use it."""
+        return make_reputation(self.cfg)
+
+    # ---- checkpointed server state ----------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every tensor the server half carries from one round to the next, by name.
+
+        The checkpoint saves it after each round and a resumed server gets it back through
+        :meth:`load_state`, so a resumed run computes the rounds of an uninterrupted one. Called
+        after :meth:`initial_global`, it must already hold every name (initial values), with the
+        shapes and dtypes of every later round: the checkpoint checks a saved state against it.
+        Subclasses extend it: ``{**super().state(), "name": tensor}``. Default: the reputation
+        agreements when robust.kind=reputation, else nothing.
+        """
+        rep = self.reputation
+        if rep is None:
+            return {}
+        return {REPUTATION + k: v for k, v in rep.state(self.cfg.num_clients).items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take back what :meth:`state` returned (names, shapes, dtypes already checked)."""
+        if self.reputation is not None:
+            self.reputation.load_state({k[len(REPUTATION):]: v for k, v in state.items()
+                                        if k.startswith(REPUTATION)})
 
     # ---- client -----------------------------------------------------------------------------
     def learner(self, partition_id: int, local_state: torch.Tensor | None = None) -> Learner:

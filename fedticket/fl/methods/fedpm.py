@@ -7,7 +7,7 @@ samples and sends the posterior's keep-probabilities back as ``fedticket.f32``.
 ``fedpm.keep_priors`` (off by default, so existing numbers stay): the paper's Bayesian
 aggregation proper, whose Beta(alpha, beta) accumulates the samples across rounds and is reset to
 Beta(prior, prior) every ``fedpm.prior_reset_every`` rounds (0 = never; 1 = the per-round reset
-above). The counts live in the server process: a resumed run restarts them from the prior.
+above). The counts are in the server checkpoint (``state()``): a resumed run continues them.
 """
 
 from __future__ import annotations
@@ -131,3 +131,17 @@ class FedPMMethod(Method):
 
     def learner(self, partition_id, local_state=None):
         return FedPMLearner(self.cfg, self.ticket, partition_id)
+
+    # ---- checkpointed state: with keep_priors the Beta counts (Method.state) ------------------
+    def state(self):
+        if not self.cfg.fedpm.keep_priors:
+            return super().state()
+        if self._alpha is None:   # before round 1: the prior round 1 would start from
+            prior = torch.full((self.ticket.kept,), float(self.cfg.fedpm.prior), dtype=torch.float64)
+            return {**super().state(), "alpha": prior, "beta": prior.clone()}
+        return {**super().state(), "alpha": self._alpha, "beta": self._beta}
+
+    def load_state(self, state):
+        super().load_state(state)
+        if self.cfg.fedpm.keep_priors:
+            self._alpha, self._beta = state["alpha"].double(), state["beta"].double()

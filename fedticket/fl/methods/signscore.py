@@ -29,9 +29,8 @@ coder models each flip by the uniform it was drawn with, the global signs agains
 holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
 kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
 
-Downlink: the signs of the server score, 1 bit per kept weight. The server score lives in the
-server's Method object; a resumed run restarts it from the checkpointed signs (magnitude
-``init_margin``), which is the only state the checkpoint does not carry.
+Downlink: the signs of the server score, 1 bit per kept weight. The server score and its
+velocity are in the server checkpoint (``state()``), so a resumed run continues them exactly.
 """
 
 from __future__ import annotations
@@ -181,3 +180,12 @@ class SignScoreMethod(HideNseekMethod):
 
     def learner(self, partition_id, local_state=None):
         return SignScoreLearner(self.cfg, self.ticket, partition_id, local_state, kind=self.kind)
+
+    # ---- checkpointed state: a resumed server continues the very score (Method.state) -------
+    def state(self):
+        own = {} if self._score is None else {"score": self._score, "velocity": self._velocity}
+        return {**super().state(), **own}
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._score, self._velocity = state["score"].float(), state["velocity"].float()
