@@ -5,16 +5,26 @@ The levels of a TEDDY sweep are independent runs that share almost everything: t
 count; they differ only in their edge set and their ℓ0 budget. Run one after the other
 (:func:`graph.train.train_node_classifier`), each of the 20 × 200 steps pays Python and autograd
 bookkeeping, its own dropout draw and its own optimizer call. Here the 2-layer GCN's forward and
-backward are written out by hand with the same tensor operations autograd runs for
-:class:`graph.models.GCN` (so the numbers are the sequential run's), and per step:
+backward are written out by hand (with ``exact=True``, the very operations autograd runs for
+:class:`graph.models.GCN`), and per step:
 
 * the dropout mask is drawn **once** and shared by every level: the sequential runs re-seed torch
   before each level and draw exactly one ``[N, hidden]`` mask per step, so every level sees the
   same mask sequence anyway (the batched run draws it with the same call, so the masks are equal);
-* **one** fused Adam call updates every level's parameters (Adam is elementwise, so one optimizer
-  over all levels is each level's own optimizer);
+* **one** fused Adam call per worker thread updates that worker's levels (Adam is elementwise,
+  so one optimizer over several levels is each level's own optimizer);
 * each level is projected with its own :class:`fedticket.core.l0ball.L0Ball` (its budget, its warm
   threshold), exactly as in the sequential loop.
+
+Two paths share this loop. ``exact=True`` runs the sequential run's own operations (CSR products,
+autograd's loss gradient), so every number is the level run's bit for bit; the tests hold it to
+that. The default fast path changes only *how* the same quantities are summed: the four sparse
+products (``X W1``, ``Â H`` and, in the backward, ``Âᵀ G`` and ``Xᵀ G``) are embedding bags
+(:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here) and the loss gradient
+is written in closed form. Its numbers equal the exact path's to float rounding (about 1e-7
+relative per product), not bit for bit; over a 200-epoch run such differences can move an
+accuracy by a node or two, like a change of thread count does in the sequential loop. A batched
+TEDDY sweep also trains its dense teacher through this loop (:func:`run_dense_batched`).
 
 Levels are *interleaved*, not stacked into ``[L, N, hidden]`` tensors: measured on this 2-core CPU,
 a level's ``[2708, 512]`` activations stay in cache while 20 stacked levels do not, and the stacked
@@ -105,7 +115,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
                      desc: str = "levels", exact: bool = False) -> list[TrainResult]:
     """Train one GCN per ``(edge_indices[i], keeps[i])`` from ``init_state``, all in one loop.
 
-    Result ``i`` is what ``train_node_classifier`` returns for that level run alone after
+    ``exact``: the sequential run's own operations, bit for bit (tests); False (the default):
+    embedding-bag products and the closed-form loss gradient, equal to float rounding.
+
+    Result ``i`` is (with ``exact``, bit for bit) what ``train_node_classifier`` returns for that
+    level run alone after
     ``model.load_state_dict(init_state); torch.manual_seed(seed)`` with ``l0_keep=keeps[i]``
     (None: no projection). ``model`` only supplies the architecture (its weights are not touched).
     """
