@@ -5,16 +5,26 @@ The levels of a TEDDY sweep are independent runs that share almost everything: t
 count; they differ only in their edge set and their ℓ0 budget. Run one after the other
 (:func:`graph.train.train_node_classifier`), each of the 20 × 200 steps pays Python and autograd
 bookkeeping, its own dropout draw and its own optimizer call. Here the 2-layer GCN's forward and
-backward are written out by hand with the same tensor operations autograd runs for
-:class:`graph.models.GCN` (so the numbers are the sequential run's), and per step:
+backward are written out by hand (with ``exact=True``, the very operations autograd runs for
+:class:`graph.models.GCN`), and per step:
 
 * the dropout mask is drawn **once** and shared by every level: the sequential runs re-seed torch
   before each level and draw exactly one ``[N, hidden]`` mask per step, so every level sees the
   same mask sequence anyway (the batched run draws it with the same call, so the masks are equal);
-* **one** fused Adam call updates every level's parameters (Adam is elementwise, so one optimizer
-  over all levels is each level's own optimizer);
+* **one** fused Adam call per worker thread updates that worker's levels (Adam is elementwise,
+  so one optimizer over several levels is each level's own optimizer);
 * each level is projected with its own :class:`fedticket.core.l0ball.L0Ball` (its budget, its warm
   threshold), exactly as in the sequential loop.
+
+Two paths share this loop. ``exact=True`` runs the sequential run's own operations (CSR products,
+autograd's loss gradient), so every number is the level run's bit for bit; the tests hold it to
+that. The default fast path changes only *how* the same quantities are summed: the four sparse
+products (``X W1``, ``Â H`` and, in the backward, ``Âᵀ G`` and ``Xᵀ G``) are embedding bags
+(:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here) and the loss gradient
+is written in closed form. Its numbers equal the exact path's to float rounding (about 1e-7
+relative per product), not bit for bit; over a 200-epoch run such differences can move an
+accuracy by a node or two, like a change of thread count does in the sequential loop. A batched
+TEDDY sweep also trains its dense teacher through this loop (:func:`run_dense_batched`).
 
 Levels are *interleaved*, not stacked into ``[L, N, hidden]`` tensors: measured on this 2-core CPU,
 a level's ``[2708, 512]`` activations stay in cache while 20 stacked levels do not, and the stacked
@@ -47,7 +57,7 @@ from fedticket.core.l0ball import FlatParameters, L0Ball
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import FixedAdjacency
+from graph.ops import BagMatrix, FixedAdjacency
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -60,7 +70,7 @@ class _Level:
     """One level's parameters, adjacency, ℓ0 ball and best-validation record."""
 
     def __init__(self, init_state: dict, edge_index: Tensor, keep: int | None, n: int, dtype,
-                 w1_transposed: bool):
+                 w1_transposed: bool, exact: bool = True):
         # with CSR features ``W1`` is held as ``[in, out]``: ``X @ W1ᵀ`` and its gradient
         # ``Xᵀ G`` then need no transposed copy of W1 (2.9 MB on Cora) in either direction
         w1 = init_state["conv1.weight"].detach()
@@ -68,6 +78,8 @@ class _Level:
         self.w1 = nn.Parameter(w1.t().contiguous() if w1_transposed else w1.clone())
         self.w2 = nn.Parameter(init_state["conv2.weight"].detach().clone())
         self.adj = FixedAdjacency(*normalized_adjacency(edge_index, None, n, dtype), n, dtype)
+        if not exact:
+            self.adj.a, self.adj.at = BagMatrix(self.adj.a), BagMatrix(self.adj.at)
         self.flat = self.ball = None
         if keep is not None:
             self.flat = FlatParameters({"conv1.weight": self.w1, "conv2.weight": self.w2})
@@ -100,10 +112,14 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
                      keeps: list[int | None], *, seed: int, epochs: int = 200, lr: float = 0.01,
                      weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
                      kd_lambda: float = 0.0, temperature: float = 1.0, progress: bool = False,
-                     desc: str = "levels") -> list[TrainResult]:
+                     desc: str = "levels", exact: bool = False) -> list[TrainResult]:
     """Train one GCN per ``(edge_indices[i], keeps[i])`` from ``init_state``, all in one loop.
 
-    Result ``i`` is what ``train_node_classifier`` returns for that level run alone after
+    ``exact``: the sequential run's own operations, bit for bit (tests); False (the default):
+    embedding-bag products and the closed-form loss gradient, equal to float rounding.
+
+    Result ``i`` is (with ``exact``, bit for bit) what ``train_node_classifier`` returns for that
+    level run alone after
     ``model.load_state_dict(init_state); torch.manual_seed(seed)`` with ``l0_keep=keeps[i]``
     (None: no projection). ``model`` only supplies the architecture (its weights are not touched).
     """
@@ -117,9 +133,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     dtype = init_state["conv1.weight"].dtype
     t0 = time.perf_counter()
     sparse = isinstance(x, SparseFeatures)
-    levels = [_Level(init_state, ei, k, n, dtype, sparse) for ei, k in zip(edge_indices, keeps)]
+    levels = [_Level(init_state, ei, k, n, dtype, sparse, exact) for ei, k in zip(edge_indices, keeps)]
     if sparse:
         xc, xt = x.csr(), x.csr_t()
+        if not exact:
+            xc, xt = BagMatrix(xc), BagMatrix(xt)
 
         def first(w1t: Tensor) -> Tensor:
             return xc @ w1t
@@ -139,10 +157,36 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     use_kd = teacher_logits is not None and kd_lambda > 0
     teacher = teacher_logits.detach() if use_kd else None
     p = float(model.dropout)
+    t_kd = float(temperature)
+    train_idx = train_mask.nonzero().reshape(-1)
+    onehot = F.one_hot(y_train, int(init_state["conv2.weight"].shape[0])).to(dtype)
+    p_teacher = F.softmax(teacher / t_kd, dim=-1) if use_kd else None
+
+    def loss_grad(logits: Tensor) -> Tensor:
+        """d(CE over the training nodes + λ·KL(teacher ‖ student)·T²)/d logits, in closed form:
+        ``(softmax - onehot) / n_train`` on the training rows plus ``λ·T·(softmax(z/T) - p_t) / N``
+        (the gradients autograd takes, to float rounding, at a fraction of its small-op cost)."""
+        if use_kd:
+            s = F.softmax(logits / t_kd if t_kd != 1.0 else logits, dim=-1)
+            g = (s - p_teacher).mul_(kd_lambda * t_kd / logits.shape[0])
+            s_train = s[train_idx] if t_kd == 1.0 else F.softmax(logits[train_idx], dim=-1)
+        else:
+            g = torch.zeros_like(logits)
+            s_train = F.softmax(logits[train_idx], dim=-1)
+        return g.index_add_(0, train_idx, (s_train - onehot).div_(train_idx.numel()))
+
+    def autograd_loss_grad(logits: Tensor) -> Tensor:
+        logits = logits.requires_grad_()
+        with torch.enable_grad():
+            loss = F.cross_entropy(logits[train_mask], y_train)
+            if use_kd:
+                loss = loss + kd_lambda * distillation_loss(logits, teacher, temperature)
+            (g,) = torch.autograd.grad(loss, logits)
+        return g.contiguous()
+
+    grad_of = autograd_loss_grad if exact else loss_grad
     ones = torch.ones(n, init_state["conv2.weight"].shape[1], dtype=dtype)
     torch.manual_seed(seed)
-    optimizer = torch.optim.Adam([w for lv in levels for w in (lv.w1, lv.w2)], lr=lr,
-                                 weight_decay=weight_decay, fused=True)
     epoch_iter = range(epochs)
     bar = None
     if progress:
@@ -158,13 +202,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             if lv.pending is not None:  # eval pass of the previous step's weights
                 lv.record(lv.pending[0], a @ F.linear(h, w2), lv.pending[1], data)
             hd = h if m is None else h * m
-            logits = (a @ F.linear(hd, w2)).requires_grad_()
-            with torch.enable_grad():
-                loss = F.cross_entropy(logits[train_mask], y_train)
-                if use_kd:
-                    loss = loss + kd_lambda * distillation_loss(logits, teacher, temperature)
-                (g,) = torch.autograd.grad(loss, logits)
-            dz2 = at @ g.contiguous()
+            dz2 = at @ grad_of(a @ F.linear(hd, w2))
             lv.w2.grad = dz2.t().mm(hd)
             dh = dz2.mm(w2)
             if m is not None:
@@ -172,13 +210,15 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
             lv.w1.grad = first_grad(at @ dp1)
 
-    def project(group: list[_Level], epoch: int) -> None:
-        for lv in group:
+    def step_update_project(i: int, m: Tensor | None, epoch: int) -> None:
+        step(groups[i], m)
+        optimizers[i].step()
+        for lv in groups[i]:
             lv.pending = (epoch, lv.ball.project() if lv.ball is not None else None)
 
-    def final_eval(group: list[_Level], _=None) -> None:
+    def final_eval(i: int) -> None:
         with torch.no_grad():
-            for lv in group:
+            for lv in groups[i]:
                 a = lv.adj.a
                 h = torch.relu(a @ first(lv.w1.detach()))
                 lv.record(lv.pending[0], a @ F.linear(h, lv.w2.detach()), lv.pending[1], data)
@@ -189,37 +229,57 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     threads = torch.get_num_threads()
     workers = max(1, min(threads, len(levels)))
     groups = [levels[i::workers] for i in range(workers)]
+    # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
+    # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
+    optimizers = [torch.optim.Adam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
+                                   weight_decay=weight_decay, fused=True) for g in groups]
     pool = None
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(workers, thread_name_prefix="level")
+    if threads > 1:
+        # single-threaded ops even for one level (the teacher): a multi-threaded GEMM may sum in
+        # another order, and the numbers must not depend on torch_threads
         torch.set_num_threads(1)
 
-    def each(fn, arg) -> None:
+    def each(fn, *args) -> None:
         if pool is None:
-            fn(levels, arg)
-        else:
-            list(pool.map(fn, groups, [arg] * workers))  # list(): re-raises a worker's error
+            fn(0, *args)
+        else:  # list(): re-raises a worker's error
+            list(pool.map(fn, range(workers), *([a] * workers for a in args)))
 
     try:
         for epoch in epoch_iter:
             # the one draw every sequential level run makes at this step (same call, same shape)
             m = dropout(ones, p, True) if p > 0 else None
-            each(step, m)
-            optimizer.step()
-            each(project, epoch)
+            each(step_update_project, m, epoch)
             if bar is not None:
                 bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
-        each(final_eval, None)
+        each(final_eval)
     finally:
         if pool is not None:
             pool.shutdown()
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
     return [lv.result(seconds) for lv in levels]
+
+
+def run_dense_batched(ctx) -> Iterator[LevelRow]:
+    """``graph.methods.run_dense`` through :func:`train_gcn_levels` (one level, no projection):
+    the teacher of a batched TEDDY sweep gets the same fast products as its students."""
+    cfg = ctx.cfg
+    (res,) = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, [ctx.data.edge_index],
+                              [None], seed=ctx.seed, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                              weight_decay=cfg.train.weight_decay, progress=ctx.progress,
+                              desc=f"dense seed {ctx.seed}")
+    ctx.teacher = res
+    if ("dense", 0) not in ctx.done:
+        yield LevelRow("dense", 0, 0.0, 0.0, res.val_accuracy, res.test_accuracy, res.seconds,
+                       ctx.seed, res.seconds, ctx.dense.edges_kept, ctx.dense.weights_kept,
+                       res.best_epoch)
 
 
 def run_teddy_batched(ctx) -> Iterator[LevelRow]:
@@ -262,4 +322,4 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
                        res.best_epoch, f, extra)
 
 
-__all__ = ["run_teddy_batched", "supports", "train_gcn_levels"]
+__all__ = ["run_dense_batched", "run_teddy_batched", "supports", "train_gcn_levels"]

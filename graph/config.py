@@ -120,7 +120,7 @@ class GraphConfig:
     methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_free("any of teddy, ugs, random; the dense model is always trained"))
     seeds: list[int] = field(default_factory=lambda: [0], metadata=_free("one full sweep per seed; summary reports mean ± std"))
     torch_threads: int | None = field(default=None, metadata={**_free("torch CPU threads (null: torch's default; 1 is fastest on a busy machine); the FL side's sim.torch_threads"), "ge": 1})
-    batch_levels: bool = field(default=True, metadata=_free("train TEDDY's levels of a seed together in one loop (graph/batched.py; GCN with teddy.weight_scope global, else level by level): the same runs, several times faster"))
+    batch_levels: bool = field(default=True, metadata=_free("train TEDDY's levels of a seed (and its dense teacher) together in one loop with faster sparse products (graph/batched.py; GCN with teddy.weight_scope global, else level by level): the same runs to float rounding, several times faster"))
     save_masks: bool = field(default=True, metadata=_free("save each level's weight mask and edge mask (safetensors)"))
     output_dir: str | None = field(default=None, metadata=_free("results folder (--out overrides; null: runs/graph/<name>-<time>), as on the FL side"))
     data: DataConfig = field(default_factory=DataConfig)

@@ -60,14 +60,16 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
             level_bar.set_postfix(method=row.method, level=row.level, test=f"{row.test_accuracy:.3f}")
 
     need_teacher = "teddy" in cfg.methods and bool(ctx.todo("teddy"))
+    fast = "teddy" in cfg.methods and cfg.batch_levels and batched.supports(cfg)
     if ("dense", 0) not in ctx.done or need_teacher:
-        for row in REGISTRY["dense"](ctx):
+        # a batched TEDDY sweep trains its teacher with the batched loop's products too
+        for row in (batched.run_dense_batched if fast else REGISTRY["dense"])(ctx):
             emit(row)
     for method in cfg.methods:
         if method not in REGISTRY:  # validated by the config; kept as a guard for direct callers
             raise ValueError(f"unknown method {method!r}; registered: {', '.join(REGISTRY)}")
         run = REGISTRY[method]
-        if method == "teddy" and cfg.batch_levels and batched.supports(cfg):
+        if method == "teddy" and fast:
             run = batched.run_teddy_batched  # all levels in one loop (graph/batched.py)
         for row in run(ctx):
             emit(row)

@@ -75,6 +75,12 @@ def kth_largest(a: Tensor, k: int, hint: float | None = None, width: float = 0.0
     only the band is searched; otherwise the band is widened once, and after a second miss a full
     ``kthvalue`` decides. Either way the returned value is the true k-th largest.
     """
+    return _kth_and_count(a, k, hint, width)[0]
+
+
+def _kth_and_count(a: Tensor, k: int, hint: float | None, width: float) -> tuple[Tensor, int]:
+    """``(t, #{a >= t})`` for the k-th largest ``t``: when the band finds ``t``, the count comes
+    from the band (``#{a > hi} + #{band >= t}``), sparing the projection a full counting pass."""
     n = a.numel()
     if hint is not None and hint > 0 and math.isfinite(hint):
         w = width
@@ -87,9 +93,11 @@ def kth_largest(a: Tensor, k: int, hint: float | None = None, width: float = 0.0
                 if above_lo >= k:
                     band = a[in_lo & (a <= hi)]
                     r = k - above_hi  # rank inside the band, from the top
-                    return torch.kthvalue(band, band.numel() - r + 1).values
+                    t = torch.kthvalue(band, band.numel() - r + 1).values
+                    return t, above_hi + int(torch.count_nonzero(band >= t))
             w *= 4.0
-    return torch.kthvalue(a, n - k + 1).values
+    t = torch.kthvalue(a, n - k + 1).values
+    return t, int(torch.count_nonzero(a >= t))
 
 
 class L0Ball:
@@ -113,15 +121,14 @@ class L0Ball:
         if self.keep >= v.numel():
             return torch.ones_like(v, dtype=torch.bool)
         a = v.abs()
-        t = kth_largest(a, self.keep, self._hint, self._width)
+        t, kept = _kth_and_count(a, self.keep, self._hint, self._width)
         if self._hint is not None and self._hint > 0:
             # the next band: twice the relative move just seen (one step moves the threshold
             # little at low sparsity and more at high sparsity, where k is small)
             self._width = min(0.5, max(1e-3, 2.0 * abs(float(t) / self._hint - 1.0)))
         self._hint = float(t)
         keep = a >= t
-        # count_nonzero: a bool ``sum`` first widens to int64, twice the time on 738k entries
-        extra = int(torch.count_nonzero(keep)) - self.keep
+        extra = kept - self.keep
         if extra > 0:  # ties at t: drop the highest-index ones
             tied = torch.nonzero(a == t).reshape(-1)
             keep[tied[tied.numel() - extra:]] = False

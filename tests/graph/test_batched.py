@@ -1,4 +1,9 @@
-"""graph.batched: TEDDY's levels trained in one loop are the sequential level runs, level by level."""
+"""graph.batched: TEDDY's levels trained in one loop are the sequential level runs, level by level.
+
+``exact=True`` runs the level runs' own products and autograd's loss gradient: bit for bit the
+sequential runs. The default fast path (embedding-bag products, closed-form loss gradient) sums
+in another order, so it is checked against the exact path to float rounding.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +48,10 @@ def _sequential(model, init, x, data, ei, keep, teacher):
                                  kd_lambda=10.0, l0_keep=keep)
 
 
-def _batched(model, init, x, data, eis, keeps, teacher):
+def _batched(model, init, x, data, eis, keeps, teacher, exact=True, temperature=1.0):
     return batched.train_gcn_levels(model, init, x, data, eis, keeps, seed=SEED, epochs=EPOCHS,
-                                    teacher_logits=teacher, kd_lambda=10.0)
+                                    teacher_logits=teacher, kd_lambda=10.0,
+                                    temperature=temperature, exact=exact)
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense-x", "sparse-x"])
@@ -66,6 +72,39 @@ def test_each_batched_level_is_the_sequential_run(graph_factory, sparse):
         assert b.mask.numel == n
         for name in s.mask.keys():
             assert torch.equal(b.mask[name], s.mask[name]), name
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_fast_path_is_the_exact_path_to_float_rounding(graph_factory, temperature):
+    data, x, model, init, teacher, eis, keeps = _setup(graph_factory, sparse=True)
+    exact = _batched(model, init, x, data, eis, keeps, teacher, True, temperature)
+    fast = _batched(model, init, x, data, eis, keeps, teacher, False, temperature)
+    for e, f in zip(exact, fast):
+        torch.testing.assert_close(f.logits, e.logits, rtol=1e-5, atol=1e-5)
+        assert (f.best_epoch, f.val_accuracy, f.test_accuracy) == (e.best_epoch, e.val_accuracy,
+                                                                   e.test_accuracy)
+        assert (f.mask is None) == (e.mask is None)
+        if e.mask is not None:
+            assert f.mask.num_kept == e.mask.num_kept
+            assert all(torch.equal(f.mask[n], e.mask[n]) for n in e.mask.keys())
+
+
+def test_bag_matrix_is_the_csr_product():
+    from graph.ops import BagMatrix
+
+    g = torch.Generator().manual_seed(0)
+    dense = torch.rand(40, 30, generator=g)
+    dense[dense < 0.8] = 0
+    dense[5] = 0  # an empty row, and a trailing one
+    dense[-1] = 0
+    csr = dense.to_sparse_csr()
+    h = torch.randn(30, 9, generator=g)
+    torch.testing.assert_close(BagMatrix(csr) @ h, dense @ h, rtol=1e-6, atol=1e-6)
+    assert torch.count_nonzero((BagMatrix(csr) @ h)[[5, -1]]) == 0
+    with pytest.raises(ValueError, match="cannot multiply"):
+        BagMatrix(csr) @ torch.randn(29, 9)
+    with pytest.raises(ValueError, match="CSR"):
+        BagMatrix(dense)
 
 
 def test_levels_do_not_leak_into_each_other(graph_factory):
@@ -110,13 +149,15 @@ def test_sweep_rows_match_level_by_level(graph_factory):
                                      b.val_accuracy, b.test_accuracy)
 
 
-def test_level_worker_threads_give_the_same_numbers(graph_factory):
+@pytest.mark.parametrize("n_levels", [4, 1], ids=["levels", "one-level"])
+def test_level_worker_threads_give_the_same_numbers(graph_factory, n_levels):
     data, x, model, init, teacher, eis, keeps = _setup(graph_factory, sparse=True)
-    one = _batched(model, init, x, data, eis, keeps, teacher)
+    eis, keeps = eis[:n_levels], keeps[:n_levels]  # one level: the teacher's case, no workers
+    one = _batched(model, init, x, data, eis, keeps, teacher, exact=False)
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # two level workers
     try:
-        two = _batched(model, init, x, data, eis, keeps, teacher)
+        two = _batched(model, init, x, data, eis, keeps, teacher, exact=False)
         assert torch.get_num_threads() == 2  # restored after the run
     finally:
         torch.set_num_threads(before)
