@@ -67,6 +67,9 @@ def parse_args(argv=None):
                    help="skip local-only and centralized-teddy (e.g. when adding methods)")
     p.add_argument("--reuse", action="store_true",
                    help="keep finished runs under --out, run only the missing ones")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: the table and plots from the runs under --out (a method "
+                        "with fewer finished seeds says how many)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
 
@@ -132,8 +135,11 @@ def per_client(cfg, payload, server_round) -> dict:
     return _record(hits, sizes)
 
 
-def run_federated(a, m, seed, out: Path) -> dict:
+def run_federated(a, m, seed, out: Path) -> dict | None:
     folder = out / f"{m}-s{seed}"
+    if a.table_only:
+        done = folder / "per_client.json"
+        return json.loads(done.read_text()) if done.is_file() else None
     if a.reuse and (folder / "per_client.json").is_file() and (folder / "summary.json").is_file():
         return json.loads((folder / "per_client.json").read_text())
     cfg = prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
@@ -182,7 +188,10 @@ def main(argv=None):
                      "runs": {}}
     # the references first: seconds, where the federated runs take minutes
     refs = [] if a.no_references else list(REFERENCES)
-    for seed in seeds if refs else []:
+    if a.table_only:   # the references as the last full run recorded them
+        old = json.loads((out / "results.json").read_text())["runs"] if refs else {}
+        results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
+    for seed in seeds if refs and not a.table_only else []:
         results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg, a.local_epochs, seed)
         results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg, a.local_epochs, seed)
         print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
@@ -190,16 +199,24 @@ def main(argv=None):
               f"{ce['final_global_accuracy']:.4f}", flush=True)
     for m in methods:
         for seed in seeds:
-            r = results["runs"][f"{m}-s{seed}"] = run_federated(a, m, seed, out)
+            r = run_federated(a, m, seed, out)
+            if r is None:
+                continue
+            results["runs"][f"{m}-s{seed}"] = r
             print(f"{m} seed {seed}: global {r['final_global_accuracy']:.4f}, client mean "
                   f"{r['client_mean_accuracy']:.4f} / min {r['client_min_accuracy']:.4f}, uplink "
                   f"{r['uplink_bytes_per_client_round']:.0f} B / client / round", flush=True)
+    def done(n):
+        return [s for s in seeds if f"{n}-s{s}" in results["runs"]]
+
     dense_up = (statistics.mean(results["runs"][f"fedavg-s{s}"]["uplink_bytes_per_client_round"]
-                                for s in seeds) if "fedavg" in methods else None)
+                                for s in done("fedavg")) if done("fedavg") else None)
     lines = ["| method | global acc | per-client acc: mean | per-client acc: min | "
              "uplink B / client / round | uplink vs fedavg |", "|---|---|---|---|---|---|"]
+    methods = [m for m in methods if done(m)]
+    refs = [n for n in refs if done(n)]
     for n in methods + refs:
-        runs = [results["runs"][f"{n}-s{s}"] for s in seeds]
+        runs = [results["runs"][f"{n}-s{s}"] for s in done(n)]
         cells = [_ms([r[k] for r in runs]) for k in
                  ("final_global_accuracy", "client_mean_accuracy", "client_min_accuracy")]
         if n in REFERENCES:
@@ -209,7 +226,8 @@ def main(argv=None):
             up = f"{b:,.0f}"
             ratio = f"{dense_up / b:.0f}× less" if dense_up else "–"
             ratio = "1×" if n == "fedavg" else ratio
-        lines.append(f"| {n} | {' | '.join(cells)} | {up} | {ratio} |")
+        name = n if len(runs) == len(seeds) else f"{n} ({len(runs)} of {len(seeds)} seeds)"
+        lines.append(f"| {name} | {' | '.join(cells)} | {up} | {ratio} |")
     text = (f"`{results['command']}`\n\n{a.rounds} rounds, seeds {a.seeds} (mean ± std over "
             "seeds)\n\n" + "\n".join(lines) + "\n")
     (out / "table.md").write_text(text)
@@ -217,11 +235,11 @@ def main(argv=None):
     series_r, err_r, series_u, err_u = {}, {}, {}, {}
     rounds = None
     for m in methods:
-        rounds, mean, sd, cum = _curves(out, m, seeds)
+        rounds, mean, sd, cum = _curves(out, m, done(m))
         series_r[m], err_r[m] = (rounds, mean), sd
         series_u[m], err_u[m] = (cum[1:], mean[1:]), sd[1:]   # from the first round that sent
     for n in refs if rounds else []:   # flat lines: they do not train in rounds
-        acc = statistics.mean(results["runs"][f"{n}-s{s}"]["final_global_accuracy"] for s in seeds)
+        acc = statistics.mean(results["runs"][f"{n}-s{s}"]["final_global_accuracy"] for s in done(n))
         series_r[n] = (rounds, [acc] * len(rounds))
     band = f" (± 1 std, {len(seeds)} seeds)" if len(seeds) > 1 else ""
     title = f"{cfg.graph.dataset}, {cfg.num_clients} {cfg.graph.partition} clients, " \
