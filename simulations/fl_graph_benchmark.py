@@ -187,11 +187,12 @@ def main(argv=None):
                      "config": a.config, "rounds": a.rounds, "seeds": seeds, "sets": a.sets,
                      "runs": {}}
     # the references first: seconds, where the federated runs take minutes
-    refs = [] if a.no_references else list(REFERENCES)
-    if a.table_only:   # the references as the last full run recorded them
-        old = json.loads((out / "results.json").read_text())["runs"] if refs else {}
+    refs = list(REFERENCES)
+    skip_refs = a.no_references or a.table_only
+    if skip_refs and (out / "results.json").is_file():   # as the last run that made them has
+        old = json.loads((out / "results.json").read_text())["runs"]
         results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
-    for seed in seeds if refs and not a.table_only else []:
+    for seed in [] if skip_refs else seeds:
         results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg, a.local_epochs, seed)
         results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg, a.local_epochs, seed)
         print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
