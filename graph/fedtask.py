@@ -30,7 +30,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from graph.data import load_planetoid
+from fedticket.errors import UserError
+from graph.data import RAW_URL, canonical_name, load_planetoid, raw_files
 from graph.models import build_model as build_gnn
 from graph.ops import AdjacencyCache
 from graph.partition import partition_graph
@@ -163,20 +164,43 @@ class GraphTask:
         return f"{cfg.graph.dataset}-{cfg.graph.partition}"
 
     def resolve_root(self, cfg, flag=None) -> str:
+        """The data root (``--data-root`` > ``data.root`` > ``$FEDTICKET_DATA`` > ``./data``),
+        checked before round 1: missing files are downloaded only with ``data.download`` (as
+        the vision task does), and a missing, failed or altered file is one UserError naming
+        the folder and the fix."""
         from fedticket.datasets import resolve_data_root
 
         root = resolve_data_root(flag, cfg.data.root).expanduser().resolve()
-        load_planetoid(cfg.graph.dataset, root)  # UserError (missing / altered files) before round 1
+        name = canonical_name(cfg.graph.dataset)
+        raw_dir = root / "Planetoid" / name / "raw"
+        missing = [f for f in raw_files(name) if not (raw_dir / f).is_file()]
+        if missing and not getattr(cfg.data, "download", True):
+            raise UserError(
+                f"{name} data not found under {root} (data.download is false): {len(missing)} "
+                f"of its files are missing from {raw_dir} ({', '.join(missing)}). Place them "
+                f"there (from {RAW_URL}/), set data.download=true to fetch them, or point "
+                "--data-root / data.root / $FEDTICKET_DATA at a folder that holds "
+                f"Planetoid/{name}/raw/.")
+        load_planetoid(cfg.graph.dataset, root)  # downloads what is missing; UserError offline
         return str(root)
 
     def client_data(self, cfg, root: str, partition_id: int):
         """(train view, train labels, val view, val labels) of one client."""
-        clients = _clients(*_key(cfg, root))
-        if not 0 <= partition_id < len(clients):
-            raise ValueError(f"partition id {partition_id} out of range for {len(clients)} clients")
-        sub, graph = clients[partition_id]
+        sub, graph = self._client(cfg, root, partition_id)
         return (NodeView(graph, sub.train), sub.y[sub.train],
                 NodeView(graph, sub.val), sub.y[sub.val])
+
+    def client_test_data(self, cfg, root: str, partition_id: int):
+        """(test view, test labels) of one client: its own test nodes in its own subgraph, the
+        per-client accuracy of a global model (the global test set is their union)."""
+        sub, graph = self._client(cfg, root, partition_id)
+        return NodeView(graph, sub.test), sub.y[sub.test]
+
+    def _client(self, cfg, root: str, partition_id: int):
+        parts = _clients(*_key(cfg, root))
+        if not 0 <= partition_id < len(parts):
+            raise ValueError(f"partition id {partition_id} out of range for {len(parts)} clients")
+        return parts[partition_id]
 
     def test_data(self, cfg, root: str):
         """Every client's test nodes, each inside its own subgraph: the disjoint union of the

@@ -46,8 +46,12 @@ def metis_parts(edge_index: Tensor, num_nodes: int, k: int, seed: int) -> np.nda
     xadj = np.zeros(num_nodes + 1, dtype=np.int64)
     np.add.at(xadj, src + 1, 1)
     xadj = np.cumsum(xadj)
-    _, membership = pymetis.part_graph(k, xadj=xadj.tolist(), adjncy=dst.tolist(),
-                                       options=pymetis.Options(seed=int(seed)))
+    opts = pymetis.Options(seed=int(seed))
+    if hasattr(pymetis, "CSRAdjacency"):   # pymetis >= 2025: xadj/adjncy keywords deprecated
+        adjacency = pymetis.CSRAdjacency(xadj.tolist(), dst.tolist())
+        _, membership = pymetis.part_graph(k, adjacency, options=opts)
+    else:
+        _, membership = pymetis.part_graph(k, xadj=xadj.tolist(), adjncy=dst.tolist(), options=opts)
     return np.asarray(membership, dtype=np.int64)
 
 

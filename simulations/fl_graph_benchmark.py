@@ -10,18 +10,25 @@ non-federated references use the same parts, node splits, features and TEDDY spa
 - ``centralized-teddy``: one dense GCN on the whole graph (edges across parts kept), TEDDY on the
   whole graph at the same sparsity, trained on every client's train nodes (upper bound).
 
-Accuracy is over all clients' test nodes (each in its own subgraph for the federated methods and
-local-only); ``client mean`` is the mean of each client's own test accuracy where it is computed
-(local-only, centralized). Output: table.md, results.json, accuracy_vs_round.png,
-accuracy_vs_uplink.png under ``--out``.
+Two accuracies per run: ``global`` over all clients' test nodes (each in its own subgraph for the
+federated methods and local-only, in the whole graph for centralized), and ``per client``: the
+final global model (local-only: each client's own model) on each client's own test nodes, mean
+and min over the clients. Uplink is the measured wire payload per client per round (what
+``rounds.csv`` counts), so an entropy-coded method's ratio is its real one.
+Output under ``--out``: table.md (mean ± std over seeds), results.json, accuracy_vs_round.png
+and accuracy_vs_uplink.png (± 1 std bands over seeds), one results folder per method and seed.
 
-    python simulations/fl_graph_benchmark.py --rounds 30 --seeds 0 --out runs/fl_graph_benchmark
+    python simulations/fl_graph_benchmark.py --rounds 30 --seeds 0,1,2 --out runs/fl_graph_benchmark
+
+``--reuse`` keeps the runs already finished under ``--out`` (a folder with summary.json and
+per_client.json) and only adds the missing ones: a long benchmark can be run in pieces.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,15 +39,20 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from fedticket.core.mask import Mask  # noqa: E402
+from fedticket.fl.methods import make_method, method_class  # noqa: E402
+from fedticket.fl.model import build_ticket, build_weights, evaluate  # noqa: E402
 from fedticket.fl.run import prepare  # noqa: E402
 from fedticket.fl.server_app import run_in_process  # noqa: E402
+from fedticket.fl.task import get_task  # noqa: E402
 from fedticket.results import plot_lines, read_csv  # noqa: E402
 from graph.data import load_planetoid  # noqa: E402
 from graph.fedtask import DIMS, clients, unit_scale_rows  # noqa: E402
 from graph.models import build_model  # noqa: E402
 from graph.transforms import teddy_sparsify_edges  # noqa: E402
 
-FED_METHODS = ("signscore", "fedavg", "hidenseek", "fedavg-subnet", "binary-mask")
+FED_METHODS = ("signscore", "fedavg", "fedavg-subnet", "binary-mask", "hidenseek")
+REFERENCES = ("local-only", "centralized-teddy")
 
 
 def parse_args(argv=None):
@@ -53,11 +65,16 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/fl_graph_benchmark")
     p.add_argument("--no-references", action="store_true",
                    help="skip local-only and centralized-teddy (e.g. when adding methods)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep finished runs under --out, run only the missing ones")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: the table and plots from the runs under --out (a method "
+                        "with fewer finished seeds says how many)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
 
 
-def _train_dense(cfg, x, edge_index, train, test, y, epochs, seed):
+def _train_dense(cfg, x, edge_index, train, y, epochs, seed):
     torch.manual_seed(seed)
     g = cfg.graph
     # the dataset's classes, not the client's: a part may lack some
@@ -70,22 +87,26 @@ def _train_dense(cfg, x, edge_index, train, test, y, epochs, seed):
         opt.step()
     model.eval()
     with torch.no_grad():
-        pred = model(x, edge_index).argmax(1)
-    return int((pred[test] == y[test]).sum()), int(len(test))
+        return model(x, edge_index).argmax(1)
 
 
-def local_only(cfg, epochs, seed):
-    hits = total = 0
-    per = []
+def _record(hits: list[int], sizes: list[int]) -> dict:
+    per = [h / max(n, 1) for h, n in zip(hits, sizes)]
+    return {"final_global_accuracy": sum(hits) / sum(sizes),
+            "client_mean_accuracy": sum(per) / len(per), "client_min_accuracy": min(per),
+            "client_accuracies": per}
+
+
+def local_only(cfg, epochs, seed) -> dict:
+    hits, sizes = [], []
     for sub, graph in clients(cfg, cfg.data.root):
-        h, n = _train_dense(cfg, graph.x, graph.edge_index, sub.train, sub.test, sub.y,
-                            epochs, seed)
-        hits, total = hits + h, total + n
-        per.append(h / max(n, 1))
-    return hits / total, sum(per) / len(per)
+        pred = _train_dense(cfg, graph.x, graph.edge_index, sub.train, sub.y, epochs, seed)
+        hits.append(int((pred[sub.test] == sub.y[sub.test]).sum()))
+        sizes.append(len(sub.test))
+    return _record(hits, sizes)
 
 
-def centralized(cfg, epochs, seed):
+def centralized(cfg, epochs, seed) -> dict:
     data = load_planetoid(cfg.graph.dataset, cfg.data.root, normalize_features=False)
     x = unit_scale_rows(data.x)
     ei = data.edge_index
@@ -93,9 +114,66 @@ def centralized(cfg, epochs, seed):
         ei, _ = teddy_sparsify_edges(ei, cfg.graph.sparsity, data.num_nodes)
     parts = clients(cfg, cfg.data.root)
     train = torch.cat([s.nodes[s.train] for s, _ in parts])
-    test = torch.cat([s.nodes[s.test] for s, _ in parts])
-    h, n = _train_dense(cfg, x, ei, train, test, data.y, epochs, seed)
-    return h / n
+    pred = _train_dense(cfg, x, ei, train, data.y, epochs, seed)
+    hits = [int((pred[s.nodes[s.test]] == data.y[s.nodes[s.test]]).sum()) for s, _ in parts]
+    return _record(hits, [len(s.test) for s, _ in parts])
+
+
+def per_client(cfg, payload, server_round) -> dict:
+    """The final global model (as the server evaluates it) on each client's own test nodes."""
+    mask = Mask.ones_like(build_weights(cfg)) if method_class(cfg.method).dense else None
+    method = make_method(cfg, build_ticket(cfg, mask))
+    method.initial_global()
+    model = method.eval_model(payload, server_round)
+    task = get_task(cfg)
+    hits, sizes = [], []
+    for p in range(cfg.num_clients):
+        x, y = task.client_test_data(cfg, cfg.data.root, p)
+        acc, _ = evaluate(model, x, y, cfg.eval.batch_size)
+        hits.append(round(acc * len(y)))
+        sizes.append(len(y))
+    return _record(hits, sizes)
+
+
+def run_federated(a, m, seed, out: Path) -> dict | None:
+    folder = out / f"{m}-s{seed}"
+    if a.table_only:
+        done = folder / "per_client.json"
+        return json.loads(done.read_text()) if done.is_file() else None
+    if a.reuse and (folder / "per_client.json").is_file() and (folder / "summary.json").is_file():
+        return json.loads((folder / "per_client.json").read_text())
+    cfg = prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
+                             "eval.personal_every=0", "server.overwrite=true", *a.sets])
+    last = {}
+    t0 = time.perf_counter()
+    summary = run_in_process(cfg, folder, quiet=True,
+                             on_round_end=lambda r, arrays: last.update(r=r, p=arrays["payload"]))
+    seconds = time.perf_counter() - t0
+    rec = per_client(cfg, last["p"], last["r"])
+    rec["final_global_accuracy"] = summary["final_global_accuracy"]   # the server's own number
+    rec["uplink_bytes_per_client_round"] = summary["uplink_bytes_per_client_round"]
+    rec["bits_per_kept_weight"] = summary.get("uplink_bits_per_kept_weight")
+    rec["seconds"] = seconds
+    (folder / "per_client.json").write_text(json.dumps(rec, indent=2))
+    return rec
+
+
+def _ms(xs: list[float]) -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.4f} ± {sd:.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+
+
+def _curves(out: Path, m: str, seeds):
+    """Mean and std over seeds of the global accuracy per round; x for the uplink plot."""
+    runs = [read_csv(out / f"{m}-s{s}" / "rounds.csv") for s in seeds]
+    n = min(len(r) for r in runs)
+    accs = [[float(r[i]["global_accuracy"]) for r in runs] for i in range(n)]
+    mean = [statistics.mean(a) for a in accs]
+    sd = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
+    rounds = [int(runs[0][i]["round"]) for i in range(n)]
+    up = [statistics.mean(float(r[i]["uplink_bytes"]) for r in runs) for i in range(n)]
+    cum = [sum(up[:i + 1]) / 1e6 for i in range(n)]
+    return rounds, mean, sd, cum
 
 
 def main(argv=None):
@@ -104,59 +182,74 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in a.seeds.split(",")]
     methods = [m for m in a.methods.split(",") if m]
-    results: dict = {"config": a.config, "rounds": a.rounds, "seeds": seeds, "runs": {}}
-    curves, uplink_curves = {}, {}
-    # the references first: seconds, where the federated runs take minutes
     cfg = prepare(a.config, [*a.sets])
-    for seed in [] if a.no_references else seeds:
-        lo, lo_mean = local_only(cfg, a.local_epochs, seed)
-        ce = centralized(cfg, a.local_epochs, seed)
-        results["runs"][f"local-only-s{seed}"] = {"final_global_accuracy": lo,
-                                                 "client_mean_accuracy": lo_mean}
-        results["runs"][f"centralized-teddy-s{seed}"] = {"final_global_accuracy": ce}
-        print(f"local-only seed {seed}: {lo:.4f} (client mean {lo_mean:.4f}); "
-              f"centralized-teddy: {ce:.4f}", flush=True)
+    results: dict = {"command": "python simulations/fl_graph_benchmark.py " + " ".join(sys.argv[1:]),
+                     "config": a.config, "rounds": a.rounds, "seeds": seeds, "sets": a.sets,
+                     "runs": {}}
+    # the references first: seconds, where the federated runs take minutes
+    refs = list(REFERENCES)
+    skip_refs = a.no_references or a.table_only
+    if skip_refs and (out / "results.json").is_file():   # as the last run that made them has
+        old = json.loads((out / "results.json").read_text())["runs"]
+        results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
+    for seed in [] if skip_refs else seeds:
+        results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg, a.local_epochs, seed)
+        results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg, a.local_epochs, seed)
+        print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
+              f"{lo['client_mean_accuracy']:.4f}), centralized-teddy "
+              f"{ce['final_global_accuracy']:.4f}", flush=True)
     for m in methods:
         for seed in seeds:
-            cfg = prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
-                                     "eval.personal_every=0", "server.overwrite=true", *a.sets])
-            t0 = time.perf_counter()
-            summary = run_in_process(cfg, out / f"{m}-s{seed}", quiet=True)
-            rows = read_csv(out / f"{m}-s{seed}" / "rounds.csv")
-            results["runs"][f"{m}-s{seed}"] = {
-                "final_global_accuracy": summary["final_global_accuracy"],
-                "best_global_accuracy": summary["best_global_accuracy"],
-                "uplink_bytes_per_client_round": summary["uplink_bytes_per_client_round"],
-                "seconds": time.perf_counter() - t0}
-            if seed == seeds[0]:
-                r = [int(x["round"]) for x in rows]
-                acc = [float(x["global_accuracy"]) for x in rows]
-                up = [float(x["uplink_bytes"]) for x in rows]
-                cum = [sum(up[:i + 1]) for i in range(len(up))]
-                curves[m] = (r, acc)
-                uplink_curves[m] = (cum[1:], acc[1:])
-            print(f"{m} seed {seed}: final {summary['final_global_accuracy']:.4f} uplink/client/"
-                  f"round {summary['uplink_bytes_per_client_round']:.0f} B", flush=True)
-    names = methods + ([] if a.no_references else ["local-only", "centralized-teddy"])
-    lines = ["| method | final acc (mean over seeds) | uplink B / client / round | vs fedavg uplink |",
-             "|---|---|---|---|"]
-    dense_up = None
-    if "fedavg" in methods:
-        dense_up = results["runs"][f"fedavg-s{seeds[0]}"]["uplink_bytes_per_client_round"]
-    for n in names:
-        runs = [results["runs"][f"{n}-s{s}"] for s in seeds]
-        acc = sum(r["final_global_accuracy"] for r in runs) / len(runs)
-        up = runs[0].get("uplink_bytes_per_client_round")
-        ratio = f"{dense_up / up:.0f}x less" if (up and dense_up) else "-"
-        lines.append(f"| {n} | {acc:.4f} | {up:.0f} | {ratio} |" if up else
-                     f"| {n} | {acc:.4f} | - | - |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+            r = run_federated(a, m, seed, out)
+            if r is None:
+                continue
+            results["runs"][f"{m}-s{seed}"] = r
+            print(f"{m} seed {seed}: global {r['final_global_accuracy']:.4f}, client mean "
+                  f"{r['client_mean_accuracy']:.4f} / min {r['client_min_accuracy']:.4f}, uplink "
+                  f"{r['uplink_bytes_per_client_round']:.0f} B / client / round", flush=True)
+    def done(n):
+        return [s for s in seeds if f"{n}-s{s}" in results["runs"]]
+
+    dense_up = (statistics.mean(results["runs"][f"fedavg-s{s}"]["uplink_bytes_per_client_round"]
+                                for s in done("fedavg")) if done("fedavg") else None)
+    lines = ["| method | global acc | per-client acc: mean | per-client acc: min | "
+             "uplink B / client / round | uplink vs fedavg |", "|---|---|---|---|---|---|"]
+    methods = [m for m in methods if done(m)]
+    refs = [n for n in refs if done(n)]
+    for n in methods + refs:
+        runs = [results["runs"][f"{n}-s{s}"] for s in done(n)]
+        cells = [_ms([r[k] for r in runs]) for k in
+                 ("final_global_accuracy", "client_mean_accuracy", "client_min_accuracy")]
+        if n in REFERENCES:
+            up = ratio = "–"
+        else:
+            b = statistics.mean(r["uplink_bytes_per_client_round"] for r in runs)
+            up = f"{b:,.0f}"
+            ratio = f"{dense_up / b:.0f}× less" if dense_up else "–"
+            ratio = "1×" if n == "fedavg" else ratio
+        name = n if len(runs) == len(seeds) else f"{n} ({len(runs)} of {len(seeds)} seeds)"
+        lines.append(f"| {name} | {' | '.join(cells)} | {up} | {ratio} |")
+    text = (f"`{results['command']}`\n\n{a.rounds} rounds, seeds {a.seeds} (mean ± std over "
+            "seeds)\n\n" + "\n".join(lines) + "\n")
+    (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot_lines(out / "accuracy_vs_round.png", curves, "round", "global test accuracy",
-               "Cora, 10 METIS clients, GCN")
-    plot_lines(out / "accuracy_vs_uplink.png", uplink_curves, "cumulative uplink bytes",
-               "global test accuracy", "Cora, 10 METIS clients, GCN", logx=True)
-    print("\n".join(lines))
+    series_r, err_r, series_u, err_u = {}, {}, {}, {}
+    rounds = None
+    for m in methods:
+        rounds, mean, sd, cum = _curves(out, m, done(m))
+        series_r[m], err_r[m] = (rounds, mean), sd
+        series_u[m], err_u[m] = (cum[1:], mean[1:]), sd[1:]   # from the first round that sent
+    for n in refs if rounds else []:   # flat lines: they do not train in rounds
+        acc = statistics.mean(results["runs"][f"{n}-s{s}"]["final_global_accuracy"] for s in done(n))
+        series_r[n] = (rounds, [acc] * len(rounds))
+    band = f" (± 1 std, {len(seeds)} seeds)" if len(seeds) > 1 else ""
+    title = f"{cfg.graph.dataset}, {cfg.num_clients} {cfg.graph.partition} clients, " \
+            f"{cfg.graph.model.upper()}{band}"
+    plot_lines(out / "accuracy_vs_round.png", series_r, "round", "global test accuracy", title,
+               yerr=err_r, marker="")
+    plot_lines(out / "accuracy_vs_uplink.png", series_u, "cumulative uplink, all clients (MB, log)",
+               "global test accuracy", title, yerr=err_u, logx=True, marker="")
+    print(text)
 
 
 if __name__ == "__main__":

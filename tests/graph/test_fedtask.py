@@ -139,3 +139,62 @@ def test_features_are_scaled_to_unit_mean_square_per_node():
     nonzero = x.abs().sum(1) > 0
     assert torch.allclose(rows[nonzero], torch.ones(int(nonzero.sum())))
     assert torch.equal(s == 0, x == 0)   # a per-node rescale: the sparsity pattern stays
+
+
+def _root_cfg(root, download):
+    return SimpleNamespace(graph=SimpleNamespace(dataset="cora"),
+                           data=SimpleNamespace(root=str(root), download=download))
+
+
+def _no_network(monkeypatch, calls=None):
+    from urllib.error import URLError
+
+    import torch_geometric.data
+
+    def refuse(url, *a, **k):
+        if calls is not None:
+            calls.append(url)
+        raise URLError("network unreachable (test)")
+
+    monkeypatch.setattr(torch_geometric.data, "download_url", refuse)
+
+
+def test_data_download_false_names_the_root_and_never_downloads(tmp_path, monkeypatch):
+    from fedticket.errors import UserError
+
+    calls = []
+    _no_network(monkeypatch, calls)
+    with pytest.raises(UserError, match="data.download is false") as e:
+        GraphTask().resolve_root(_root_cfg(tmp_path / "empty", download=False))
+    assert str(tmp_path / "empty") in str(e.value) and "Planetoid/Cora/raw" in str(e.value)
+    assert calls == []
+
+
+def test_offline_download_is_one_error_naming_the_raw_folder(tmp_path, monkeypatch):
+    from fedticket.errors import UserError
+
+    calls = []
+    _no_network(monkeypatch, calls)
+    with pytest.raises(UserError, match="could not be downloaded") as e:
+        GraphTask().resolve_root(_root_cfg(tmp_path / "empty", download=True))
+    assert str(tmp_path / "empty" / "Planetoid" / "Cora" / "raw") in str(e.value)
+    assert len(calls) == 1   # it tried (download=true), then stopped at the first failure
+
+
+def test_present_files_need_no_download(cora_root, monkeypatch):
+    _no_network(monkeypatch)
+    assert GraphTask().resolve_root(_root_cfg(cora_root, download=False)) == \
+        str(cora_root.resolve())
+
+
+def test_client_test_views_partition_the_global_test_set(cora_root):
+    task = GraphTask()
+    cfg = _cfg(cora_root)
+    xt, yt = task.test_data(cfg, str(cora_root))
+    model = NodeClassifier(build_model("gcn", 1433, 7, hidden=8, dropout=0.0)).eval()
+    with torch.no_grad():
+        pred = model(xt).argmax(1)
+        per = [task.client_test_data(cfg, str(cora_root), p) for p in range(cfg.num_clients)]
+        own = torch.cat([model(x).argmax(1) for x, _ in per])
+    # the union graph is block-diagonal: a client's nodes see the same neighbours either way
+    assert torch.equal(torch.cat([y for _, y in per]), yt) and torch.equal(own, pred)
