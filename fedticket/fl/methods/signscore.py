@@ -29,7 +29,10 @@ coder models each flip by the uniform it was drawn with, the global signs agains
 holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
 kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
 
-Downlink: the signs of the server score, 1 bit per kept weight. The server score lives in the
+Downlink: the signs of the server score, 1 bit per kept weight. ``signscore.downlink_levels: k``
+adds |score| on k bit-planes (payload kind ``fedticket.slevels``) and the clients start their
+local scores from it instead of from their own magnitudes; measured worse on the Dirichlet bench
+(docs/fl.md, "Accuracy levers"), so it is off by default. The server score lives in the
 server's Method object; a resumed run restarts it from the checkpointed signs (magnitude
 ``init_margin``), which is the only state the checkpoint does not carry.
 """
