@@ -45,6 +45,8 @@ def test_levels_payload_decodes_exactly_and_rejects_damage(coding):
     for bad in (bytes(arr.data)[:-3], bytes(arr.data) + b"\0", b"XX" + bytes(arr.data)[2:]):
         with pytest.raises(wire.MalformedPayload):
             decode_levels(wire.raw_array(bad, LEVELS), n, ref)
+    with pytest.raises(wire.MalformedPayload, match="expected"):
+        decode_levels(wire.bits_array(signs), n, ref)      # a plain sign payload is not one
 
 
 def test_coded_levels_cost_less_when_magnitudes_are_skewed():
@@ -77,7 +79,7 @@ def test_clients_start_from_the_server_score_not_their_own_magnitudes():
     sa, sb = a.net.score_vector(), b.net.score_vector()
     assert torch.equal(sa, sb)
     assert torch.equal(sa >= 0, server._score >= 0)
-    want = dequantize_magnitude(quantize_magnitude(server._score, 3), 3) * local_bounds(a.net) * 2.0
+    want = dequantize_magnitude(quantize_magnitude(server._score, 3), 3) * local_bounds(ticket.mask) * 2.0
     assert torch.allclose(sa.abs().double(), want.double(), rtol=1e-6)
     # without levels, a client keeps its own magnitudes and takes only the signs
     plain = make_method(_cfg(), ticket)

@@ -124,6 +124,9 @@ def encode_levels(signs: torch.Tensor, levels: torch.Tensor, k: int, coding: str
 
 def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(signs, levels, k) of an ``encode_levels`` payload, or MalformedPayload."""
+    if not isinstance(array, Array) or array.stype != LEVELS:
+        raise wire.MalformedPayload(f"payload kind {getattr(array, 'stype', type(array).__name__)!r}, "
+                                    f"expected {LEVELS!r}")
     data = bytes(array.data)
     if array.dtype != "uint8" or tuple(array.shape) != (len(data),) or len(data) < _LEVELS_HEAD.size:
         raise wire.MalformedPayload("score-level payload: not raw bytes of a whole header")
@@ -154,13 +157,14 @@ def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor,
     return signs, levels, k
 
 
-def local_bounds(net) -> torch.Tensor:
-    """Per kept entry, its layer's kaiming score bound 1/sqrt(fan_in) (the clients' score scale)."""
+def local_bounds(mask) -> torch.Tensor:
+    """Per kept entry (SupermaskNet's order: the mask's layers, row-major), its layer's kaiming
+    score bound 1/sqrt(fan_in): the scale a client's scores start at."""
     out = []
-    for n in net.names:
-        shape = net._shapes[n]
+    for n in mask.keys():
+        shape = tuple(mask[n].shape)
         fan_in = int(math.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
-        out.append(torch.full((net.scores[n.replace(".", "__")].numel(),), 1.0 / math.sqrt(max(1, fan_in))))
+        out.append(torch.full((int(mask[n].sum()),), 1.0 / math.sqrt(max(1, fan_in))))
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -193,7 +197,7 @@ class SignScoreLearner(SupermaskLearner):
         if getattr(array, "stype", None) == LEVELS:
             # start from the federation's confidence, not from this client's stale magnitudes
             self._global, levels, k = decode_levels(array, n, ticket_signs)
-            mag = dequantize_magnitude(levels, k) * local_bounds(self.net).double()
+            mag = dequantize_magnitude(levels, k) * local_bounds(self.ticket.mask).double()
             mag = mag * float(self.cfg.signscore.local_gain)
             self.net.load_score_vector(torch.where(self._global, mag, -mag).float())
             return
