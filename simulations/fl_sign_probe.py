@@ -41,13 +41,19 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=None, help="comma list (default: the setting's)")
     p.add_argument("--set", action="append", default=[], help="override for every method (k=v)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None,
+                   help="keep each method's results folder (rounds.csv grows round by round) "
+                        "under OUT/<method> instead of a temporary folder")
     return p.parse_args(argv)
 
 
-def run_one(method: str, overrides: list[str], rounds: int, data_root) -> dict:
+def run_one(method: str, overrides: list[str], rounds: int, data_root, out=None) -> dict:
     cfg = prepare(REPO / "configs" / "fl" / f"bench_{method}.yaml", overrides, data_root)
     cfg.rounds, cfg.eval.personal_every, cfg.server.checkpoint = rounds, 0, False
     with tempfile.TemporaryDirectory(prefix="fl-sign-probe-") as tmp:
+        if out is not None:
+            tmp = str(Path(out) / method)
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         cfg.output_dir = tmp
         t0 = time.perf_counter()
         s = run_in_process(cfg, tmp)
@@ -71,7 +77,7 @@ def main(argv=None) -> int:
           f"1 seed, overrides {overrides}", flush=True)
     res = []
     for m in methods:
-        r = run_one(m, overrides, args.rounds, args.data_root)
+        r = run_one(m, overrides, args.rounds, args.data_root, args.out)
         res.append(r)
         print(f"  {m}: done in {r['wall']:.0f} s; accuracy by round "
               f"{' '.join(f'{a:.3f}' for a in r['curve'])}", flush=True)

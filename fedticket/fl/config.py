@@ -118,6 +118,11 @@ class SignScoreConfig:
     weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
                                  "output unit's kept fan-in has sum of squares 2 (He), data-free, "
                                  "instead of only model.scale_by_density.")
+    downlink_levels: int = _f(0, "signscore: also send the server score's magnitude on k bits "
+                                 "(0 = signs only); a client then starts its local scores from "
+                                 "it instead of from its own stale magnitudes.", ge=0, le=8)
+    local_gain: float = _f(1.0, "signscore with downlink_levels: a client's local score = "
+                                "sign × dequantized server magnitude × gain / sqrt(fan_in).", gt=0)
     uplink_coding: Literal["packed", "entropy"] = _f(
         "packed", "signscore: packed = 1 bit per kept weight; entropy = the client's signs "
                   "range-coded against the global signs it was sent this round (below 1 bit).")

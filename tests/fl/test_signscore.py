@@ -133,7 +133,7 @@ def test_a_round_is_deterministic_for_a_seed_and_server_and_client_agree_on_weig
     assert not all(torch.equal(u, v) for u, v in zip(a[0], c[0]))
 
 
-def test_resumed_server_restarts_its_score_from_the_signs():
+def test_a_server_without_a_score_takes_it_from_the_global_signs():
     cfg = _cfg()
     ticket = _ticket()
     m = make_method(cfg, ticket)

@@ -29,16 +29,21 @@ coder models each flip by the uniform it was drawn with, the global signs agains
 holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
 kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
 
-Downlink: the signs of the server score, 1 bit per kept weight. The server score and its
-velocity are in the server checkpoint (``state()``), so a resumed run continues them exactly.
+Downlink: the signs of the server score, 1 bit per kept weight. ``signscore.downlink_levels: k``
+adds |score| on k bit-planes (payload kind ``fedticket.slevels``) and the clients start their
+local scores from it instead of from their own magnitudes; measured worse on the Dirichlet bench
+(docs/fl.md, "Accuracy levers"), so it is off by default. The server score and its velocity are
+in the server checkpoint (``state()``), so a resumed run continues them exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import struct
 
 import torch
+from flwr.app import Array
 
 from fedticket.fl import wire
 from fedticket.fl.methods.base import client_seed, plain_copy
@@ -85,6 +90,83 @@ def variance_preserving(ticket: Ticket) -> Ticket:
     return Ticket(model=model, mask=ticket.mask)
 
 
+LEVELS = "fedticket.slevels"   # global signs + k bit-planes of the server score's magnitude
+_LEVELS_HEAD = struct.Struct("<2sB")   # magic, k; then (1 + k) x (uint32 length, part)
+_LEVELS_MAGIC = b"SL"
+
+
+def quantize_magnitude(score: torch.Tensor, k: int) -> torch.Tensor:
+    """|score| clipped to [0, 1] on 2^k uniform cells: the cell index (int64)."""
+    cells = 1 << k
+    return torch.clamp((score.abs().double().clamp(0, 1) * cells).floor(), max=cells - 1).long()
+
+
+def dequantize_magnitude(levels: torch.Tensor, k: int) -> torch.Tensor:
+    """The middle of each cell: never 0, so a dequantized score always has its sign."""
+    return (levels.double() + 0.5) / (1 << k)
+
+
+def encode_levels(signs: torch.Tensor, levels: torch.Tensor, k: int, coding: str,
+                  reference: torch.Tensor) -> Array:
+    """Signs (as ``encode_signs``) + the k bit-planes of ``levels``, MSB first; with
+    ``coding="entropy"`` each plane is range-coded (one Bernoulli p per plane, in its header)."""
+    parts = [encode_signs(signs, coding, reference)]
+    zeros = torch.zeros(levels.numel(), dtype=torch.bool)
+    for j in reversed(range(k)):
+        parts.append(encode_signs(((levels >> j) & 1).bool(), coding, zeros))
+    blob = _LEVELS_HEAD.pack(_LEVELS_MAGIC, k)
+    for a in parts:
+        data = bytes(a.data)
+        blob += struct.pack("<I", len(data)) + data
+    return wire.raw_array(blob, LEVELS)
+
+
+def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(signs, levels, k) of an ``encode_levels`` payload, or MalformedPayload."""
+    if not isinstance(array, Array) or array.stype != LEVELS:
+        raise wire.MalformedPayload(f"payload kind {getattr(array, 'stype', type(array).__name__)!r}, "
+                                    f"expected {LEVELS!r}")
+    data = bytes(array.data)
+    if array.dtype != "uint8" or tuple(array.shape) != (len(data),) or len(data) < _LEVELS_HEAD.size:
+        raise wire.MalformedPayload("score-level payload: not raw bytes of a whole header")
+    magic, k = _LEVELS_HEAD.unpack_from(data)
+    if magic != _LEVELS_MAGIC or not 1 <= k <= 8:
+        raise wire.MalformedPayload(f"score-level payload: bad magic {magic!r} or k={k}")
+    off, parts = _LEVELS_HEAD.size, []
+    for _ in range(1 + k):
+        if off + 4 > len(data):
+            raise wire.MalformedPayload("score-level payload truncated")
+        (m,) = struct.unpack_from("<I", data, off)
+        if off + 4 + m > len(data):
+            raise wire.MalformedPayload("score-level payload truncated")
+        parts.append(data[off + 4:off + 4 + m])
+        off += 4 + m
+    if off != len(data):
+        raise wire.MalformedPayload(f"score-level payload has {len(data) - off} trailing bytes")
+
+    def arr(blob):
+        stype = wire.CODED_BITS if blob[:2] == b"FE" else wire.BITS
+        return wire.raw_array(blob, stype)
+
+    signs = decode_signs(arr(parts[0]), n, reference)
+    zeros = torch.zeros(n, dtype=torch.bool)
+    levels = torch.zeros(n, dtype=torch.long)
+    for blob in parts[1:]:
+        levels = (levels << 1) | decode_signs(arr(blob), n, zeros).long()
+    return signs, levels, k
+
+
+def local_bounds(mask) -> torch.Tensor:
+    """Per kept entry (SupermaskNet's order: the mask's layers, row-major), its layer's kaiming
+    score bound 1/sqrt(fan_in): the scale a client's scores start at."""
+    out = []
+    for n in mask.keys():
+        shape = tuple(mask[n].shape)
+        fan_in = int(math.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
+        out.append(torch.full((int(mask[n].sum()),), 1.0 / math.sqrt(max(1, fan_in))))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None,
                  dither_seed: int | None = None):
     """Packed bits, or (``coding="entropy"``) bits range-coded against ``reference``."""
@@ -110,7 +192,15 @@ class SignScoreLearner(SupermaskLearner):
 
     def load_global(self, array) -> None:
         n = self.net.num_kept
-        self._global = decode_signs(array, n, torch.ones(n, dtype=torch.bool))
+        ticket_signs = torch.ones(n, dtype=torch.bool)
+        if getattr(array, "stype", None) == LEVELS:
+            # start from the federation's confidence, not from this client's stale magnitudes
+            self._global, levels, k = decode_levels(array, n, ticket_signs)
+            mag = dequantize_magnitude(levels, k) * local_bounds(self.ticket.mask).double()
+            mag = mag * float(self.cfg.signscore.local_gain)
+            self.net.load_score_vector(torch.where(self._global, mag, -mag).float())
+            return
+        self._global = decode_signs(array, n, ticket_signs)
         self.net.load_mask_bits(self._global)
 
     def update(self, server_round):
@@ -140,9 +230,15 @@ class SignScoreMethod(HideNseekMethod):
         return wire.CODED_BITS if self.cfg.signscore.uplink_coding == "entropy" else wire.BITS
 
     def _global(self, bits: torch.Tensor):
+        k = int(self.cfg.signscore.downlink_levels)
+        if k:
+            return encode_levels(bits, quantize_magnitude(self._score, k), k,
+                                 self.cfg.signscore.downlink_coding, self._ticket_signs)
         return encode_signs(bits, self.cfg.signscore.downlink_coding, self._ticket_signs)
 
     def _signs(self, array) -> torch.Tensor:
+        if getattr(array, "stype", None) == LEVELS:
+            return decode_levels(array, self.ticket.kept, self._ticket_signs)[0]
         return decode_signs(array, self.ticket.kept, self._ticket_signs)
 
     def on_broadcast(self, server_round, array):
