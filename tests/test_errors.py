@@ -31,8 +31,11 @@ def tripwires(monkeypatch):
     def trip(*_a, **_k):
         raise WorkStarted("bad input reached the work")
 
+    # fedticket.fl.model binds the real prune now, before the patch, so a later test that
+    # imports it first does not keep the tripwire
     import fedticket.core
     import fedticket.deploy.simulation
+    import fedticket.fl.model  # noqa: F401
     import graph.run
 
     monkeypatch.setattr(fedticket.deploy.simulation, "run_fl_superlink", trip)
