@@ -54,6 +54,13 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def kaiming_score_bound(shape: tuple[int, ...]) -> float:
+    """The bound of a layer's "kaiming" scores: 1/sqrt(fan_in), the edge-popup init
+    (kaiming_uniform with a=√5: sqrt(6/fan_in)·(1/sqrt(3)))."""
+    fan_in = int(math.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
+    return 1.0 / math.sqrt(max(1, fan_in))
+
+
 class SupermaskNet(nn.Module):
     """Wrap ``model``; learn only a mask over its frozen, pruned weights."""
 
@@ -97,10 +104,7 @@ class SupermaskNet(nn.Module):
             return torch.rand(k, generator=g) * 2 - 1
         if how == "normal":
             return torch.randn(k, generator=g)
-        # kaiming: the edge-popup init, bound sqrt(6/fan_in)·(1/sqrt(3))… scaled as kaiming_uniform(a=√5)
-        fan_in = int(math.prod(p.shape[1:])) if p.ndim > 1 else int(p.shape[0])
-        bound = 1.0 / math.sqrt(max(1, fan_in))
-        return (torch.rand(k, generator=g) * 2 - 1) * bound
+        return (torch.rand(k, generator=g) * 2 - 1) * kaiming_score_bound(tuple(p.shape))
 
     # ---- mask functions ------------------------------------------------------------------------
     def _m(self, s: torch.Tensor) -> torch.Tensor:

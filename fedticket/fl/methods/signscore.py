@@ -45,6 +45,7 @@ import struct
 import torch
 from flwr.app import Array
 
+from fedticket.core.supermask import kaiming_score_bound
 from fedticket.fl import wire
 from fedticket.fl.methods.base import client_seed, plain_copy
 from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
@@ -159,11 +160,8 @@ def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor,
 def local_bounds(mask) -> torch.Tensor:
     """Per kept entry (SupermaskNet's order: the mask's layers, row-major), its layer's kaiming
     score bound 1/sqrt(fan_in): the scale a client's scores start at."""
-    out = []
-    for n in mask.keys():
-        shape = tuple(mask[n].shape)
-        fan_in = int(math.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
-        out.append(torch.full((int(mask[n].sum()),), 1.0 / math.sqrt(max(1, fan_in))))
+    out = [torch.full((int(mask[n].sum()),), kaiming_score_bound(tuple(mask[n].shape)))
+           for n in mask.keys()]
     return torch.cat(out) if out else torch.zeros(0)
 
 
