@@ -45,6 +45,7 @@ import struct
 import torch
 from flwr.app import Array
 
+from fedticket.core import entropy
 from fedticket.core.supermask import kaiming_score_bound
 from fedticket.fl import wire
 from fedticket.fl.methods.base import client_seed, plain_copy
@@ -146,7 +147,7 @@ def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor,
         raise wire.MalformedPayload(f"score-level payload has {len(data) - off} trailing bytes")
 
     def arr(blob):
-        stype = wire.CODED_BITS if blob[:2] == b"FE" else wire.BITS
+        stype = wire.CODED_BITS if blob[:len(entropy.MAGIC)] == entropy.MAGIC else wire.BITS
         return wire.raw_array(blob, stype)
 
     signs = decode_signs(arr(parts[0]), n, reference)
