@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from fedticket.core import l0native
 from fedticket.core.mask import Mask
 
 
@@ -81,22 +82,36 @@ def kth_largest(a: Tensor, k: int, hint: float | None = None, width: float = 0.0
 def _kth_and_count(a: Tensor, k: int, hint: float | None, width: float) -> tuple[Tensor, int]:
     """``(t, #{a >= t})`` for the k-th largest ``t``: when the band finds ``t``, the count comes
     from the band (``#{a > hi} + #{band >= t}``), sparing the projection a full counting pass."""
-    n = a.numel()
+
+    def band_of(lo: float, hi: float) -> tuple[int, int, Tensor | None]:
+        above_hi = int(torch.count_nonzero(a > hi))
+        if above_hi >= k:
+            return above_hi, above_hi, None
+        in_lo = a > lo
+        above_lo = int(torch.count_nonzero(in_lo))
+        return above_hi, above_lo, (a[in_lo & (a <= hi)] if above_lo >= k else None)
+
+    return _select(k, hint, width, band_of, lambda: a)
+
+
+def _select(k: int, hint: float | None, width: float, band_of, full) -> tuple[Tensor, int]:
+    """The warm-started search shared by the torch path and the native kernel.
+
+    ``band_of(lo, hi)`` gives ``(#{a > hi}, #{a > lo}, a's values in (lo, hi])`` (the band may be
+    None when the counts do not bracket ``k``); ``full()`` gives ``a`` itself for the cold case.
+    """
     if hint is not None and hint > 0 and math.isfinite(hint):
         w = width
         for _ in range(2):
             lo, hi = hint * (1.0 - w), hint * (1.0 + w)
-            above_hi = int(torch.count_nonzero(a > hi))
-            if above_hi < k:
-                in_lo = a > lo
-                above_lo = int(torch.count_nonzero(in_lo))
-                if above_lo >= k:
-                    band = a[in_lo & (a <= hi)]
-                    r = k - above_hi  # rank inside the band, from the top
-                    t = torch.kthvalue(band, band.numel() - r + 1).values
-                    return t, above_hi + int(torch.count_nonzero(band >= t))
+            above_hi, above_lo, band = band_of(lo, hi)
+            if above_hi < k <= above_lo and band is not None:
+                r = k - above_hi  # rank inside the band, from the top
+                t = torch.kthvalue(band, band.numel() - r + 1).values
+                return t, above_hi + int(torch.count_nonzero(band >= t))
             w *= 4.0
-    t = torch.kthvalue(a, n - k + 1).values
+    a = full()
+    t = torch.kthvalue(a, a.numel() - k + 1).values
     return t, int(torch.count_nonzero(a >= t))
 
 
@@ -108,32 +123,52 @@ class L0Ball:
     exact even when many entries are equal (e.g. zeros right after a projection).
     """
 
-    def __init__(self, flat: FlatParameters, keep: int):
+    def __init__(self, flat: FlatParameters, keep: int, native: bool = True):
         if not (1 <= keep <= flat.numel):
             raise ValueError(f"keep must be in 1..{flat.numel}, got {keep}")
         self.flat, self.keep = flat, int(keep)
         self._hint: float | None = None
         self._width = 0.02
+        self.native = native
+        self._band: Tensor | None = None  # the kernel's band buffer, allocated on first use
 
     @torch.no_grad()
     def project(self) -> Tensor:
         v = self.flat.flat
         if self.keep >= v.numel():
             return torch.ones_like(v, dtype=torch.bool)
-        a = v.abs()
-        t, kept = _kth_and_count(a, self.keep, self._hint, self._width)
+        native = self.native and l0native.usable(v)
+        if native:
+            if self._band is None:
+                self._band = l0native.band_buffer(v)
+            t, kept = _select(self.keep, self._hint, self._width,
+                              lambda lo, hi: self._native_band(v, lo, hi), v.abs)
+        else:
+            a = v.abs()
+            t, kept = _kth_and_count(a, self.keep, self._hint, self._width)
         if self._hint is not None and self._hint > 0:
             # the next band: twice the relative move just seen (one step moves the threshold
             # little at low sparsity and more at high sparsity, where k is small)
             self._width = min(0.5, max(1e-3, 2.0 * abs(float(t) / self._hint - 1.0)))
         self._hint = float(t)
-        keep = a >= t
         extra = kept - self.keep
+        if native:
+            keep, _ = l0native.apply(v, float(t))
+            if extra > 0:  # ties at t: drop the highest-index ones (entries below t are 0 now)
+                tied = torch.nonzero(v.abs() == t).reshape(-1)[-extra:]
+                keep[tied] = False
+                v[tied] = v[tied] * 0.0  # as v.mul_(keep) would: the same signed zeros
+            return keep
+        keep = a >= t
         if extra > 0:  # ties at t: drop the highest-index ones
             tied = torch.nonzero(a == t).reshape(-1)
             keep[tied[tied.numel() - extra:]] = False
         v.mul_(keep)  # (masked_fill_ is several times slower on CPU)
         return keep
+
+    def _native_band(self, v: Tensor, lo: float, hi: float) -> tuple[int, int, Tensor]:
+        above_hi, band = l0native.band(v, lo, hi, self._band)
+        return above_hi, above_hi + band.numel(), band
 
 
 def weights_to_keep(total: int, weight_sparsity: float) -> int:
