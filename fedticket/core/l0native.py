@@ -12,27 +12,20 @@ same work:
   ``v.mul_(keep)``: the same signed zeros), returns the kept count.
 
 The thresholds are compared in float32, as torch compares a float32 tensor with a Python scalar,
-so the kept set is the torch path's exactly (``tests/core/test_l0native.py``). The kernel is
-plain C (no torch headers, so it compiles in well under a second), loaded through ``ctypes``,
-which releases the GIL, so level worker threads project in parallel. It is built once per source
-version into ``$FEDTICKET_CACHE`` (default ``~/.cache/fedticket``) with the system's C compiler
-(``$CC``, else ``cc``); with no compiler, a failed build, a non-float32 or non-contiguous buffer,
-or ``FEDTICKET_NATIVE=0``, the projection runs the torch ops instead.
+so the kept set is the torch path's exactly (``tests/core/test_l0native.py``). Built and loaded by
+:mod:`fedticket.core.native` (ctypes releases the GIL, so level worker threads project in
+parallel); with no compiler, a failed build, a non-float32 or non-contiguous buffer, or
+``FEDTICKET_NATIVE=0``, the projection runs the torch ops instead.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from fedticket.core import native
 
 SOURCE = r"""
 #include <stdint.h>
@@ -134,56 +127,19 @@ int64_t l0_apply(float *v, uint8_t *keep, int64_t n, float t) {
 int l0_simd(void) { return HAVE_512 ? 512 : 0; }
 """
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("FEDTICKET_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "fedticket"
-
-
-def _build() -> ctypes.CDLL | None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    tag = hashlib.sha256((SOURCE + str(cc)).encode()).hexdigest()[:16]
-    for root in (_cache_dir(), Path(tempfile.gettempdir()) / f"fedticket-{os.getuid()}"):
-        so = root / f"l0native-{tag}.so"
-        try:
-            if not so.exists():
-                if not cc:
-                    return None
-                root.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=root) as tmp:
-                    src, out = Path(tmp) / "l0native.c", Path(tmp) / "l0native.so"
-                    src.write_text(SOURCE)
-                    subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(out), str(src)],
-                                   check=True, capture_output=True, timeout=60)
-                    os.replace(out, so)  # atomic: a concurrent build never loads half a file
-            lib = ctypes.CDLL(str(so))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        i64, f32, p = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-        lib.l0_band.argtypes = [p, i64, f32, f32, p, p]
-        lib.l0_band.restype = i64
-        lib.l0_apply.argtypes = [p, p, i64, f32]
-        lib.l0_apply.restype = i64
-        lib.l0_simd.restype = ctypes.c_int
-        lib.l0_allow_simd.argtypes = [ctypes.c_int]
-        return lib
-    return None
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, f32, p = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    lib.l0_band.argtypes = [p, i64, f32, f32, p, p]
+    lib.l0_band.restype = i64
+    lib.l0_apply.argtypes = [p, p, i64, f32]
+    lib.l0_apply.restype = i64
+    lib.l0_simd.restype = ctypes.c_int
+    lib.l0_allow_simd.argtypes = [ctypes.c_int]
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel, or None when it is switched off or cannot be built (torch ops then)."""
-    global _lib, _tried
-    if os.environ.get("FEDTICKET_NATIVE", "1") == "0":
-        return None
-    with _lock:
-        if not _tried:
-            _tried = True
-            _lib = _build()
-    return _lib
+    return native.load("l0native", SOURCE, _declare)
 
 
 def usable(v: Tensor) -> bool:
@@ -203,14 +159,14 @@ def band(v: Tensor, lo: float, hi: float, out: Tensor) -> tuple[int, Tensor]:
     if out.numel() < v.numel() + 16:
         raise ValueError("the band buffer needs v.numel() + 16 entries (band_buffer)")
     above = ctypes.c_int64()
-    nb = _lib.l0_band(v.data_ptr(), v.numel(), lo, hi, out.data_ptr(), ctypes.byref(above))
+    nb = library().l0_band(v.data_ptr(), v.numel(), lo, hi, out.data_ptr(), ctypes.byref(above))
     return int(above.value), out[:nb]
 
 
 def apply(v: Tensor, t: float) -> tuple[Tensor, int]:
     """``keep = |v| >= t`` and ``v.mul_(keep)`` in one pass; returns ``(keep, #kept)``."""
     keep = torch.empty(v.numel(), dtype=torch.bool)
-    kept = _lib.l0_apply(v.data_ptr(), keep.data_ptr(), v.numel(), t)
+    kept = library().l0_apply(v.data_ptr(), keep.data_ptr(), v.numel(), t)
     return keep, int(kept)
 
 
