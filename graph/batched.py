@@ -57,7 +57,7 @@ from fedticket.core.l0ball import FlatParameters, L0Ball
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import BagMatrix, FixedAdjacency
+from graph.ops import BagMatrix, FixedAdjacency, GCNOutLayer, gcn_out_kernels
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -194,10 +194,22 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
 
         bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
         epoch_iter = bar
+    # the fast path's output layer as two fused C loops (graph.ops.GCNOutLayer) when they build
+    kernels = None if exact else gcn_out_kernels()
+    out_layer = GCNOutLayer(kernels) if kernels is not None and GCNOutLayer.usable(
+        ones, init_state["conv2.weight"]) else None
+
     def step(group: list[_Level], m: Tensor | None) -> None:
         """Forward, the previous step's validation pass and backward of each level in ``group``."""
         for lv in group:
             a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
+            if out_layer is not None:
+                ev, out, hd = out_layer.forward(a @ first(w1), m, w2)
+                if lv.pending is not None:  # eval pass of the previous step's weights
+                    lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
+                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, hd, m)
+                lv.w1.grad = first_grad(at @ dp1)
+                continue
             h = torch.relu(a @ first(w1))
             if lv.pending is not None:  # eval pass of the previous step's weights
                 lv.record(lv.pending[0], a @ F.linear(h, w2), lv.pending[1], data)

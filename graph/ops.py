@@ -128,3 +128,222 @@ class BagMatrix:
             raise ValueError(f"cannot multiply a {self.shape} matrix by {tuple(h.shape)}")
         return torch.nn.functional.embedding_bag(self.index, h.contiguous(), self.offsets,
                                                  mode="sum", per_sample_weights=self.weights)
+
+
+_GCN_OUT_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+
+#define L 16 /* lanes: each dot product is 16 partial sums, then summed across */
+#define K 8  /* output columns per block: w is padded to a multiple of K rows */
+
+/* z [n, d], m [n, d] or NULL, w [cp, d] (cp = c rounded up to K, padded rows zero), d % L == 0:
+   hd = relu(z) * m; ev = relu(z) w^T [n, c]; tr = hd w^T [n, c] */
+static void fwd_c(const float *restrict z, const float *restrict m, const float *restrict w,
+                 int64_t n, int64_t d, int64_t c, float *restrict hd, float *restrict ev,
+                 float *restrict tr) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *zr = z + i * d;
+        const float *mr = m ? m + i * d : 0;
+        float *hr = hd + i * d;
+        for (int64_t kb = 0; kb < c; kb += K) {
+            float ae[K][L] = {{0}}, at[K][L] = {{0}};
+            for (int64_t j = 0; j < d; j += L) {
+                float h[L], x[L];
+                for (int l = 0; l < L; l++) {
+                    h[l] = zr[j + l] > 0.0f ? zr[j + l] : 0.0f;
+                    x[l] = mr ? h[l] * mr[j + l] : h[l];
+                }
+                if (kb == 0)
+                    for (int l = 0; l < L; l++) hr[j + l] = x[l];
+                for (int k = 0; k < K; k++) {
+                    const float *wk = w + (kb + k) * d + j;
+                    for (int l = 0; l < L; l++) {
+                        ae[k][l] += h[l] * wk[l];
+                        at[k][l] += x[l] * wk[l];
+                    }
+                }
+            }
+            for (int k = 0; k < K && kb + k < c; k++) {
+                float se = 0.0f, st = 0.0f;
+                for (int l = 0; l < L; l++) {
+                    se += ae[k][l];
+                    st += at[k][l];
+                }
+                ev[i * c + kb + k] = se;
+                tr[i * c + kb + k] = st;
+            }
+        }
+    }
+}
+
+/* g [n, c], w [c, d], hd [n, d], m [n, d] or NULL, d % L == 0:
+   gw = g^T hd [c, d] (rows summed in order i = 0..n-1);  dp = (hd > 0) ? (g w) * m : 0 [n, d] */
+static void bwd_c(const float *restrict g, const float *restrict w, const float *restrict hd,
+                 const float *restrict m, int64_t n, int64_t d, int64_t c, float *restrict gw,
+                 float *restrict dp) {
+    memset(gw, 0, c * d * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        const float *hr = hd + i * d;
+        const float *mr = m ? m + i * d : 0;
+        const float *gr = g + i * c;
+        float *dr = dp + i * d;
+        for (int64_t j = 0; j < d; j += L) {
+            float acc[L] = {0}, h[L];
+            for (int l = 0; l < L; l++) h[l] = hr[j + l];
+            for (int64_t k = 0; k < c; k++) {
+                const float gk = gr[k];
+                const float *wk = w + k * d + j;
+                float *gwk = gw + k * d + j;
+                for (int l = 0; l < L; l++) {
+                    acc[l] += gk * wk[l];
+                    gwk[l] += gk * h[l];
+                }
+            }
+            for (int l = 0; l < L; l++)
+                dr[j + l] = h[l] > 0.0f ? (mr ? acc[l] * mr[j + l] : acc[l]) : 0.0f;
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f")))
+static void fwd_512(const float *z, const float *m, const float *w, int64_t n, int64_t d,
+                    int64_t c, float *hd, float *ev, float *tr) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        const float *zr = z + i * d, *mr = m ? m + i * d : 0;
+        float *hr = hd + i * d;
+        for (int64_t kb = 0; kb < c; kb += K) {
+            __m512 ae[K], at[K];
+            for (int k = 0; k < K; k++) ae[k] = at[k] = zero;
+            for (int64_t j = 0; j < d; j += L) {
+                __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero);
+                __m512 x = mr ? _mm512_mul_ps(h, _mm512_loadu_ps(mr + j)) : h;
+                if (kb == 0) _mm512_storeu_ps(hr + j, x);
+                for (int k = 0; k < K; k++) {
+                    __m512 wk = _mm512_loadu_ps(w + (kb + k) * d + j);
+                    ae[k] = _mm512_fmadd_ps(h, wk, ae[k]);
+                    at[k] = _mm512_fmadd_ps(x, wk, at[k]);
+                }
+            }
+            for (int k = 0; k < K && kb + k < c; k++) {
+                ev[i * c + kb + k] = _mm512_reduce_add_ps(ae[k]);
+                tr[i * c + kb + k] = _mm512_reduce_add_ps(at[k]);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void bwd_512(const float *g, const float *w, const float *hd, const float *m, int64_t n,
+                    int64_t d, int64_t c, float *gw, float *dp) {
+    const __m512 zero = _mm512_setzero_ps();
+    memset(gw, 0, c * d * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        const float *hr = hd + i * d, *mr = m ? m + i * d : 0, *gr = g + i * c;
+        float *dr = dp + i * d;
+        for (int64_t j = 0; j < d; j += L) {
+            __m512 h = _mm512_loadu_ps(hr + j), acc = zero;
+            for (int64_t k = 0; k < c; k++) {
+                __m512 gk = _mm512_set1_ps(gr[k]);
+                acc = _mm512_fmadd_ps(gk, _mm512_loadu_ps(w + k * d + j), acc);
+                float *gwk = gw + k * d + j;
+                _mm512_storeu_ps(gwk, _mm512_fmadd_ps(gk, h, _mm512_loadu_ps(gwk)));
+            }
+            if (mr) acc = _mm512_mul_ps(acc, _mm512_loadu_ps(mr + j));
+            _mm512_storeu_ps(dr + j, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(h, zero, _CMP_GT_OQ), acc));
+        }
+    }
+}
+#define HAVE_512 __builtin_cpu_supports("avx512f")
+#else
+#define HAVE_512 0
+#endif
+
+void gcn_out_fwd(const float *z, const float *m, const float *w, int64_t n, int64_t d,
+                 int64_t c, float *hd, float *ev, float *tr) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (HAVE_512) { fwd_512(z, m, w, n, d, c, hd, ev, tr); return; }
+#endif
+    fwd_c(z, m, w, n, d, c, hd, ev, tr);
+}
+
+void gcn_out_bwd(const float *g, const float *w, const float *hd, const float *m, int64_t n,
+                 int64_t d, int64_t c, float *gw, float *dp) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (HAVE_512) { bwd_512(g, w, hd, m, n, d, c, gw, dp); return; }
+#endif
+    bwd_c(g, w, hd, m, n, d, c, gw, dp);
+}
+"""
+
+
+def _declare_gcn_out(lib) -> None:
+    import ctypes
+
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.gcn_out_fwd.argtypes = [p, p, p, i64, i64, i64, p, p, p]
+    lib.gcn_out_fwd.restype = None
+    lib.gcn_out_bwd.argtypes = [p, p, p, p, i64, i64, i64, p, p]
+    lib.gcn_out_bwd.restype = None
+
+
+def gcn_out_kernels():
+    """The fused output-layer kernels (:class:`GCNOutLayer`), or None (no compiler, switched off)."""
+    from fedticket.core import native
+
+    return native.load("gcn_out", _GCN_OUT_SOURCE, _declare_gcn_out)
+
+
+class GCNOutLayer:
+    """A 2-layer GCN's hidden activation and narrow output product, fused into two C loops.
+
+    Per training step the batched TEDDY loop needs, for ``z = Â X W1ᵀ`` ``[N, d]`` and ``W2``
+    ``[c, d]`` with small ``c`` (Cora: 7), ``h = relu(z)``, ``hd = h·m`` (the dropout mask), the
+    eval product ``h W2ᵀ``, the training product ``hd W2ᵀ``, and in the backward
+    ``∂W2 = Gᵀ hd`` and ``∂z = (hd > 0) · (G W2) · m``: in torch ops four thin GEMMs (0.55-0.63 ms
+    each on Cora, memory-bound at a quarter of the bandwidth an element-wise pass gets) and four
+    element-wise passes. Here ``forward`` reads ``z`` and ``m`` once, ``backward`` reads ``hd``
+    and ``m`` once. Sums run in a fixed order of their own (16 lanes, then across lanes), so the
+    results equal the torch ops' to float rounding, whatever the thread.
+    """
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    @staticmethod
+    def usable(z: Tensor, w: Tensor) -> bool:
+        """float32 on the CPU, the hidden width a multiple of 16 (the kernels' lanes)."""
+        return (z.dtype == w.dtype == torch.float32 and z.device.type == "cpu"
+                and z.dim() == 2 and z.shape[1] % 16 == 0)
+
+    def forward(self, z: Tensor, m: Tensor | None, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(relu(z) W2ᵀ, hd W2ᵀ, hd)`` with ``hd = relu(z)·m`` (``m`` None: no dropout)."""
+        z, w = z.contiguous(), w.contiguous()
+        m = m.contiguous() if m is not None else None
+        n, d = z.shape
+        c = w.shape[0]
+        if c % 8:  # rows padded to the kernel's block of 8 output columns
+            w = torch.cat([w, w.new_zeros(8 - c % 8, d)])
+        hd = torch.empty_like(z)
+        ev = torch.empty(n, c, dtype=z.dtype)
+        tr = torch.empty(n, c, dtype=z.dtype)
+        self.lib.gcn_out_fwd(z.data_ptr(), m.data_ptr() if m is not None else None,
+                             w.data_ptr(), n, d, c, hd.data_ptr(), ev.data_ptr(), tr.data_ptr())
+        return ev, tr, hd
+
+    def backward(self, g: Tensor, w: Tensor, hd: Tensor,
+                 m: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(Gᵀ hd, (hd > 0)·(G W2)·m)``: W2's gradient and the hidden pre-activation's."""
+        g, w = g.contiguous(), w.contiguous()
+        m = m.contiguous() if m is not None else None
+        n, d = hd.shape
+        c = w.shape[0]
+        gw = torch.empty(c, d, dtype=hd.dtype)
+        dp = torch.empty_like(hd)
+        self.lib.gcn_out_bwd(g.data_ptr(), w.data_ptr(), hd.data_ptr(),
+                             m.data_ptr() if m is not None else None, n, d, c, gw.data_ptr(),
+                             dp.data_ptr())
+        return gw, dp
