@@ -257,10 +257,15 @@ static void bwd_512(const float *g, const float *w, const float *hd, const float
         }
     }
 }
-#define HAVE_512 __builtin_cpu_supports("avx512f")
+static int allow_512 = 1;
+#define HAVE_512 (allow_512 && __builtin_cpu_supports("avx512f"))
 #else
+static int allow_512 = 0;
 #define HAVE_512 0
 #endif
+
+/* tests: 0 runs the portable loops even where AVX-512 is there */
+void gcn_out_allow_simd(int on) { allow_512 = on; }
 
 void gcn_out_fwd(const float *z, const float *m, const float *w, int64_t n, int64_t d,
                  int64_t c, float *hd, float *ev, float *tr) {
@@ -288,6 +293,7 @@ def _declare_gcn_out(lib) -> None:
     lib.gcn_out_fwd.restype = None
     lib.gcn_out_bwd.argtypes = [p, p, p, p, i64, i64, i64, p, p]
     lib.gcn_out_bwd.restype = None
+    lib.gcn_out_allow_simd.argtypes = [ctypes.c_int]
 
 
 def gcn_out_kernels():
@@ -306,8 +312,9 @@ class GCNOutLayer:
     ``∂W2 = Gᵀ hd`` and ``∂z = (hd > 0) · (G W2) · m``: in torch ops four thin GEMMs (0.55-0.63 ms
     each on Cora, memory-bound at a quarter of the bandwidth an element-wise pass gets) and four
     element-wise passes. Here ``forward`` reads ``z`` and ``m`` once, ``backward`` reads ``hd``
-    and ``m`` once. Sums run in a fixed order of their own (16 lanes, then across lanes), so the
-    results equal the torch ops' to float rounding, whatever the thread.
+    and ``m`` once (AVX-512 loops where the CPU has them, portable C loops otherwise). Sums run in
+    a fixed order of their own (16 partial sums, then across them; ``∂W2`` row by row), so the
+    results equal the torch ops' to float rounding and do not depend on the thread.
     """
 
     def __init__(self, lib):

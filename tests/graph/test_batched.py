@@ -16,6 +16,7 @@ from graph.config import GraphConfig, ModelConfig, SweepConfig, TeddyConfig, Tra
 from graph.edges import undirected_pairs
 from graph.features import SparseFeatures
 from graph.models import build_model
+from graph.ops import gcn_out_kernels
 from graph.sweep import run_seed
 from graph.train import train_node_classifier
 from graph.transforms import teddy_ranking
@@ -166,3 +167,20 @@ def test_level_worker_threads_give_the_same_numbers(graph_factory, n_levels):
         assert (a.mask is None) == (b.mask is None)
         if a.mask is not None:
             assert all(torch.equal(a.mask[n], b.mask[n]) for n in a.mask.keys())
+
+
+@pytest.mark.skipif(gcn_out_kernels() is None, reason="no C compiler: only the torch ops run")
+def test_fast_path_with_and_without_kernels_agree(graph_factory, monkeypatch):
+    """The batched fast path with the fused loops, and with them switched off (torch ops), train
+    the same levels to float rounding: same best epochs, accuracies and masks."""
+    data, x, model, init, teacher, eis, keeps = _setup(graph_factory, sparse=True)
+    fused = _batched(model, init, x, data, eis, keeps, teacher, exact=False)
+    monkeypatch.setattr(batched, "gcn_out_kernels", lambda: None)
+    plain = _batched(model, init, x, data, eis, keeps, teacher, exact=False)
+    for f, p in zip(fused, plain):
+        torch.testing.assert_close(f.logits, p.logits, rtol=0, atol=1e-5)
+        assert (f.best_epoch, f.val_accuracy, f.test_accuracy) == (p.best_epoch, p.val_accuracy,
+                                                                   p.test_accuracy)
+        if p.mask is not None:
+            for name in p.mask.keys():
+                assert torch.equal(f.mask[name], p.mask[name]), name
