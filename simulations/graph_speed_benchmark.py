@@ -2,6 +2,7 @@
 
     python simulations/graph_speed_benchmark.py [--reference /work/main | --reference ""]
         [--sequential] [--epochs 200] [--threads 2] [--data-root DIR] [--out results/graph_speed]
+    python simulations/graph_speed_benchmark.py --per-step 20 [--data-root DIR]
 
 Each sweep runs from the CLI in a fresh subprocess: the dense teacher plus TEDDY at levels 1..20,
 one seed (3846), ``--epochs`` epochs per run, ``--threads`` torch threads, the tree's own
@@ -13,6 +14,12 @@ Printed: wall and CPU time of each process (start to exit, data loading included
 this tree, the test accuracies side by side and their largest difference. On a shared machine
 read the ratios (the sweeps run back to back) and the CPU times; the absolute wall seconds move
 with whatever else the CPU is doing.
+
+``--per-step E`` trains the 20 TEDDY levels of seed 3846 in-process for E epochs (one thread,
+a 50-epoch teacher) three times, alternating: the C kernels on (:mod:`fedticket.core.native`:
+the ℓ0 projection's passes and the fused output layer), off (``FEDTICKET_NATIVE=0``: the torch
+ops), on again; it prints CPU milliseconds per level-step and the projection's share. On a shared
+machine this is the steadier comparison: both variants run in one process, interleaved.
 """
 
 from __future__ import annotations
@@ -48,6 +55,62 @@ def run_sweep(tree: Path, config: str, extra: list[str], out: Path, epochs: int,
     return wall, cpu, json.loads((out / "summary.json").read_text())
 
 
+def per_step(epochs: int, data_root: str | None) -> None:
+    import torch
+
+    from fedticket.core import l0ball
+    from fedticket.core.l0ball import weights_to_keep
+    from graph import batched
+    from graph.config import SweepConfig
+    from graph.data import load_planetoid
+    from graph.edges import undirected_pairs
+    from graph.features import maybe_sparse
+    from graph.models import build_model
+    from graph.train import train_node_classifier
+    from graph.transforms import teddy_ranking
+
+    torch.set_num_threads(1)
+    root = data_root or os.environ.get("FEDTICKET_DATA", "data")
+    data = load_planetoid("cora", root, True)
+    x = maybe_sparse(data.x)
+    torch.manual_seed(3846)
+    model = build_model("gcn", data.num_features, 7, 512, None, 0.5)
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    teacher = train_node_classifier(model, x, data, data.edge_index, epochs=50).logits
+    ranking = teddy_ranking(undirected_pairs(data.edge_index, data.num_nodes))
+    n = sum(p.numel() for p in model.parameters())
+    sched = SweepConfig(graph_rate=0.05, weight_rate=0.2, num_levels=20).schedule()
+    eis = [data.edge_index[:, ranking.keep_mask(gs)] for _, gs, _ in sched]
+    keeps = [weights_to_keep(n, ws) if ws > 0 else None for _, _, ws in sched]
+    spent = {"proj": 0.0}
+    project = l0ball.L0Ball.project
+
+    def timed(self):
+        t = time.thread_time()
+        r = project(self)
+        spent["proj"] += time.thread_time() - t
+        return r
+
+    l0ball.L0Ball.project = timed
+    print(f"20 Cora GCN TEDDY levels in one process, {epochs} epochs, 1 thread, CPU ms per "
+          f"level-step (C kernels on / off = FEDTICKET_NATIVE=0, alternating):")
+    accs = {}
+    for name, flag in (("kernels on", "1"), ("kernels off", "0"), ("kernels on", "1")):
+        os.environ["FEDTICKET_NATIVE"] = flag
+        spent["proj"] = 0.0
+        c0 = time.process_time()
+        res = batched.train_gcn_levels(model, init, x, data, eis, keeps, seed=3846,
+                                       epochs=epochs, teacher_logits=teacher, kd_lambda=10.0)
+        steps = epochs * len(eis)
+        cpu = 1000 * (time.process_time() - c0) / steps
+        print(f"  {name:<12} {cpu:6.2f} ms per level-step, of which the projection "
+              f"{1000 * spent['proj'] / steps:5.2f} ms")
+        accs.setdefault(name, [round(100 * r.test_accuracy, 1) for r in res])
+    os.environ.pop("FEDTICKET_NATIVE")
+    for name, a in accs.items():
+        print(f"  test accuracy, levels 1-20, {name}: {a}")
+
+
 def table(summary: dict) -> dict[int, float]:
     return {e["level"]: 100 * e["test_accuracy"] for e in summary["levels"]}
 
@@ -62,7 +125,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default="results/graph_speed")
+    p.add_argument("--per-step", type=int, default=0, metavar="E",
+                   help="instead: in-process per-level-step CPU ms, C kernels on vs off")
     a = p.parse_args()
+    if a.per_step:
+        per_step(a.per_step, a.data_root)
+        return 0
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
