@@ -20,8 +20,10 @@ Two paths share this loop. ``exact=True`` runs the sequential run's own operatio
 autograd's loss gradient), so every number is the level run's bit for bit; the tests hold it to
 that. The default fast path changes only *how* the same quantities are summed: the four sparse
 products (``X W1``, ``Â H`` and, in the backward, ``Âᵀ G`` and ``Xᵀ G``) are embedding bags
-(:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here) and the loss gradient
-is written in closed form. Its numbers equal the exact path's to float rounding (about 1e-7
+(:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here), the loss gradient
+is written in closed form, and the output layer (ReLU, the dropout multiply, the two 7-wide
+products and their backward) runs as two fused C loops (:class:`graph.ops.GCNOutLayer`) where a
+C compiler is found. Its numbers equal the exact path's to float rounding (about 1e-7
 relative per product), not bit for bit; over a 200-epoch run such differences can move an
 accuracy by a node or two, like a change of thread count does in the sequential loop. A batched
 TEDDY sweep also trains its dense teacher through this loop (:func:`run_dense_batched`).

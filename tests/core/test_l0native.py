@@ -82,3 +82,13 @@ def test_switched_off_kernel_falls_back_to_torch(monkeypatch):
 def test_other_dtypes_take_the_torch_path():
     assert not l0native.usable(torch.randn(10, dtype=torch.float64))
     assert not l0native.usable(torch.randn(10, 2).t())
+
+
+def test_a_failed_build_means_no_kernel_not_an_error(tmp_path, monkeypatch):
+    from fedticket.core import native
+
+    monkeypatch.setenv("FEDTICKET_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(native, "_cache_dirs", lambda: [tmp_path])
+    assert native.load("broken_test_kernel", "int f(void) { return 1; }", lambda lib: None) is None
+    assert not list(tmp_path.glob("*.so"))
