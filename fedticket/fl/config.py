@@ -118,6 +118,9 @@ class SignScoreConfig:
     weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
                                  "output unit's kept fan-in has sum of squares 2 (He), data-free, "
                                  "instead of only model.scale_by_density.")
+    weight_gain: float = _f(2.0, "signscore with weight_norm: the sum of squares of every output "
+                                 "unit's kept fan-in (2 = He; the logits scale as "
+                                 "gain^(layers/2)).", gt=0)
     downlink_levels: int = _f(0, "signscore: also send the server score's magnitude on k bits "
                                  "(0 = signs only); a client then starts its local scores from "
                                  "it instead of from its own stale magnitudes.", ge=0, le=8)

@@ -21,6 +21,7 @@ from fedticket.fl.methods.signscore import (
     server_step,
     step_toward,
     stochastic_sign_bits,
+    variance_preserving,
 )
 from fedticket.fl.model import make_ticket
 
@@ -160,3 +161,16 @@ def test_score_clip_bounds_the_server_score_and_keeps_every_sign():
     assert torch.equal(new >= 0, score >= 0)
     free, _ = server_step(score, vel, votes, [1, 1, 1], lr=1.0, momentum=0.0)
     assert float(free.abs().max()) > 0.2
+
+
+@pytest.mark.parametrize("gain", [1.0, 4.0])
+def test_weight_gain_sets_the_kept_fan_in_sum_of_squares(gain):
+    ticket = _ticket()
+    out = variance_preserving(ticket, gain)
+    params = dict(out.model.named_parameters())
+    for name, m in ticket.mask.items():
+        w = params[name] * m
+        assert float((w.reshape(w.shape[0], -1) ** 2).sum(1).mean()) == pytest.approx(gain, rel=1e-5)
+    method = make_method(_cfg(f"signscore.weight_gain={gain}"), ticket)
+    w0 = dict(method.ticket.model.named_parameters())[next(iter(ticket.mask.keys()))]
+    assert torch.equal(w0, params[next(iter(ticket.mask.keys()))])

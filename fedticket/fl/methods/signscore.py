@@ -141,8 +141,9 @@ def dither_votes(bits: torch.Tensor, u: torch.Tensor, sent: torch.Tensor,
 
 
 @torch.no_grad()
-def variance_preserving(ticket: Ticket) -> Ticket:
-    """A copy of ``ticket`` whose masked layers have E[Σ_kept-fan-in w²] = 2 per output unit."""
+def variance_preserving(ticket: Ticket, gain: float = 2.0) -> Ticket:
+    """A copy of ``ticket`` whose masked layers have E[Σ_kept-fan-in w²] = ``gain`` per output
+    unit (2 = He; ``signscore.weight_gain``)."""
     model = copy.deepcopy(ticket.model)
     params = dict(model.named_parameters())
     for name, m in ticket.mask.items():
@@ -153,7 +154,7 @@ def variance_preserving(ticket: Ticket) -> Ticket:
         per_unit = (w.reshape(w.shape[0], -1) ** 2).sum(1)
         mean = float(per_unit.mean())
         if mean > 0:
-            p.copy_(w * math.sqrt(2.0 / mean))
+            p.copy_(w * math.sqrt(float(gain) / mean))
     return Ticket(model=model, mask=ticket.mask)
 
 
@@ -297,7 +298,7 @@ class SignScoreMethod(HideNseekMethod):
 
     def __init__(self, cfg, ticket):
         if cfg.signscore.weight_norm:
-            ticket = variance_preserving(ticket)
+            ticket = variance_preserving(ticket, cfg.signscore.weight_gain)
         super().__init__(cfg, ticket)
         self._score: torch.Tensor | None = None
         self._velocity: torch.Tensor | None = None
