@@ -254,6 +254,7 @@ class SignScoreLearner(SupermaskLearner):
     """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
 
     _global: torch.Tensor | None = None
+    _round = 1   # the round being trained (for signscore.local_lr_final)
 
     def load_global(self, array) -> None:
         n = self.net.num_kept
@@ -277,8 +278,6 @@ class SignScoreLearner(SupermaskLearner):
     def train(self, x, y, server_round, max_steps=None, epochs=None):
         self._round = server_round
         return super().train(x, y, server_round, max_steps=max_steps, epochs=epochs)
-
-    _round = 1
 
     def update(self, server_round):
         sc = self.cfg.signscore
