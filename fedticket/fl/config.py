@@ -118,11 +118,33 @@ class SignScoreConfig:
     weight_norm: bool = _f(True, "signscore: rescale each masked layer's kept weights so every "
                                  "output unit's kept fan-in has sum of squares 2 (He), data-free, "
                                  "instead of only model.scale_by_density.")
+    weight_gain: float = _f(2.0, "signscore with weight_norm: the sum of squares of every output "
+                                 "unit's kept fan-in (2 = He; the logits scale as "
+                                 "gain^(layers/2)).", gt=0)
     downlink_levels: int = _f(0, "signscore: also send the server score's magnitude on k bits "
                                  "(0 = signs only); a client then starts its local scores from "
                                  "it instead of from its own stale magnitudes.", ge=0, le=8)
     local_gain: float = _f(1.0, "signscore with downlink_levels: a client's local score = "
                                 "sign × dequantized server magnitude × gain / sqrt(fan_in).", gt=0)
+    vote_scale: Literal["global", "layer"] = _f(
+        "global", "signscore: a client's vote probability sigmoid(2·s/(T·m)) normalises s by m = "
+                  "the mean abs score of all kept weights (global) or of the entry's own layer "
+                  "(layer: every layer votes equally soft, whatever its fan-in).")
+    temperature_final: float | None = _f(
+        None, "signscore: anneal the vote temperature from signscore.temperature (round 1) to "
+              "this (last round) on a cosine (null = constant).", gt=0)
+    server_lr_final: float | None = _f(
+        None, "signscore: anneal server_lr from signscore.server_lr (round 1) to this (last "
+              "round) on a cosine (null = constant).", gt=0, le=2)
+    local_lr_final: float | None = _f(
+        None, "signscore: anneal the clients' score lr from train.lr (round 1) to this (last "
+              "round) on a cosine (null = constant).", gt=0)
+    dither_decode: bool = _f(
+        False, "signscore: the server decodes each client's bits with the uniforms they were "
+               "drawn with (regenerated from the client's seed; nothing more on the wire): an "
+               "unbiased, lower-variance estimate of its soft signs. Not with secure aggregation.")
+    score_clip: float = _f(0.0, "signscore: clip the server score to [-c, c] after each step "
+                                "(0 = off), so no sign gets too confident to flip.", ge=0)
     uplink_coding: Literal["packed", "entropy"] = _f(
         "packed", "signscore: packed = 1 bit per kept weight; entropy = the client's signs "
                   "range-coded against the global signs it was sent this round (below 1 bit).")
@@ -376,6 +398,9 @@ class FLConfig:
         if self.method == "signscore" and self.signscore.uplink_coding != "packed":
             raise ConfigError("signscore.uplink_coding=entropy sends coded bits, which cannot be "
                               "summed; with server.secure_aggregation=true use uplink_coding=packed")
+        if self.method == "signscore" and self.signscore.dither_decode:
+            raise ConfigError("signscore.dither_decode needs each client's own bits, which "
+                              "server.secure_aggregation=true hides; set dither_decode=false")
         if k < 3:
             raise ConfigError(f"server.secure_aggregation=true needs clients_per_round >= 3 "
                               f"(SecAgg+ shares each secret among >= 3 clients), got {k}")

@@ -50,34 +50,100 @@ from fedticket.core.supermask import kaiming_score_bound
 from fedticket.fl import wire
 from fedticket.fl.methods.base import client_seed, plain_copy
 from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
-from fedticket.fl.model import Ticket
+from fedticket.fl.model import Ticket, make_optimizer
+
+
+def vote_scale(scores: torch.Tensor, segments: list[int] | None = None) -> torch.Tensor:
+    """Per entry, the mean |score| it is normalised by: of the whole vector, or (``segments``:
+    the sizes of consecutive blocks, e.g. one per layer) of its own block. Never 0."""
+    s = scores.reshape(-1).double().abs()
+    if segments and sum(segments) != s.numel():
+        raise ValueError(f"segments {list(segments)} do not cover {s.numel()} scores")
+    blocks = [s] if not segments else list(torch.split(s, list(segments)))
+    out = [torch.full_like(b, float(b.mean()) if b.numel() and float(b.mean()) > 0 else 1.0)
+           for b in blocks]
+    return torch.cat(out) if out else s
 
 
 def stochastic_sign_bits(scores: torch.Tensor, temperature: float,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """bit = 1 with probability sigmoid(2s/(T·mean|s|)): E[2·bit − 1] = tanh(s/(T·mean|s|))."""
+                         generator: torch.Generator | None = None,
+                         segments: list[int] | None = None) -> torch.Tensor:
+    """bit = 1 with probability sigmoid(2s/(T·m)): E[2·bit − 1] = tanh(s/(T·m)), m = mean|s|
+    (of the whole vector, or of each block of ``segments``: see :func:`vote_scale`)."""
     s = scores.reshape(-1).double()
-    scale = float(s.abs().mean()) if s.numel() else 1.0
-    scale = scale if scale > 0 else 1.0
-    p = torch.sigmoid(2.0 * s / (float(temperature) * scale))
+    p = torch.sigmoid(2.0 * s / (float(temperature) * vote_scale(s, segments)))
+    # one uniform per entry, in order: the uplink coder regenerates exactly these from the seed
     return torch.rand(s.shape, generator=generator, dtype=torch.float64) < p
 
 
+def anneal(start: float, final: float | None, server_round: int, rounds: int) -> float:
+    """A cosine schedule from ``start`` (round 1) to ``final`` (round ``rounds``); ``final``
+    None = constant ``start``. Rounds past ``rounds`` stay at ``final``."""
+    if final is None or rounds <= 1:
+        return float(start)
+    t = min(max((server_round - 1) / (rounds - 1), 0.0), 1.0)
+    return float(final) + (float(start) - float(final)) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def layer_sizes(mask) -> list[int]:
+    """Kept entries per masked layer, in SupermaskNet's (and the wire's) order."""
+    return [int(mask[n].sum()) for n in mask.keys()]
+
+
 def server_step(score: torch.Tensor, velocity: torch.Tensor, bits: list[torch.Tensor],
-                weights: list[float], lr: float, momentum: float
+                weights: list[float], lr: float, momentum: float, clip: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move the server score toward the example-weighted mean ±1 vote; returns (score, velocity)."""
+    """Move the server score toward the example-weighted mean ±1 vote; returns (score, velocity).
+
+    ``clip > 0`` (``signscore.score_clip``) bounds |score| by ``clip`` after the step, so no
+    entry gets so confident that a few rounds of votes against it cannot flip it."""
     total = float(sum(weights))
     d = torch.zeros_like(score, dtype=torch.float64)
     for b, w in zip(bits, weights, strict=True):
         d += (b.reshape(-1).double() * 2 - 1) * (float(w) / total)
-    velocity = momentum * velocity.double() + (d - score.double())
-    return (score.double() + lr * velocity).float(), velocity.float()
+    return step_toward(score, velocity, d, lr, momentum, clip)
+
+
+def step_toward(score: torch.Tensor, velocity: torch.Tensor, d: torch.Tensor, lr: float,
+                momentum: float, clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The server step of :func:`server_step` given the mean vote ``d`` itself."""
+    velocity = momentum * velocity.double() + (d.double() - score.double())
+    new = score.double() + lr * velocity
+    if clip > 0:
+        new = new.clamp(-float(clip), float(clip))
+    return new.float(), velocity.float()
+
+
+def dither_votes(bits: torch.Tensor, u: torch.Tensor, sent: torch.Tensor,
+                 bins: int = entropy.DEFAULT_BINS) -> torch.Tensor:
+    """One client's ±1 votes decoded with the uniforms ``u`` they were drawn with
+    (``signscore.dither_decode``): an unbiased estimate of its soft signs tanh(s/(T·m)) with a
+    smaller variance than the bare ±1 bits.
+
+    A client's bit disagrees with the sent sign (a flip) exactly when ``c < q``, ``c`` = u (sent
+    −) or 1 − u (sent +), ``q`` its flip probability. Any ``flip + g(c)`` with ∫g = 0 is unbiased
+    for ``q``; the variance over this client's entries is smallest for
+    ``g(c) = mean(q) − P(flip | c)``, and P(flip | c) is the flip rate of ``c``'s bin (the
+    statistic the uplink coder already models). Costs nothing on the wire: the server
+    regenerates ``u`` from the client's seed."""
+    bits, sent = bits.reshape(-1).bool(), sent.reshape(-1).bool()
+    u = u.reshape(-1).double()
+    if not bits.numel() == sent.numel() == u.numel():
+        raise ValueError(f"{bits.numel()} bits, {sent.numel()} sent signs, {u.numel()} uniforms")
+    flip = (bits != sent).double()
+    c = torch.where(sent, 1.0 - u, u)
+    b = torch.clamp((c * bins).long(), max=bins - 1)
+    counts = torch.bincount(b, minlength=bins).double().clamp(min=1)
+    rate = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, flip) / counts
+    q = flip + (flip.mean() if flip.numel() else 0.0) - rate[b]
+    agree = 1.0 - 2.0 * q                     # toward the sent sign
+    return torch.where(sent, agree, -agree)
 
 
 @torch.no_grad()
-def variance_preserving(ticket: Ticket) -> Ticket:
-    """A copy of ``ticket`` whose masked layers have E[Σ_kept-fan-in w²] = 2 per output unit."""
+def variance_preserving(ticket: Ticket, gain: float = 2.0) -> Ticket:
+    """A copy of ``ticket`` whose masked layers have E[Σ_kept-fan-in w²] = ``gain`` per output
+    unit (2 = He; ``signscore.weight_gain``)."""
     model = copy.deepcopy(ticket.model)
     params = dict(model.named_parameters())
     for name, m in ticket.mask.items():
@@ -88,7 +154,7 @@ def variance_preserving(ticket: Ticket) -> Ticket:
         per_unit = (w.reshape(w.shape[0], -1) ** 2).sum(1)
         mean = float(per_unit.mean())
         if mean > 0:
-            p.copy_(w * math.sqrt(2.0 / mean))
+            p.copy_(w * math.sqrt(float(gain) / mean))
     return Ticket(model=model, mask=ticket.mask)
 
 
@@ -188,6 +254,7 @@ class SignScoreLearner(SupermaskLearner):
     """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
 
     _global: torch.Tensor | None = None
+    _round = 1   # the round being trained (for signscore.local_lr_final)
 
     def load_global(self, array) -> None:
         n = self.net.num_kept
@@ -202,10 +269,23 @@ class SignScoreLearner(SupermaskLearner):
         self._global = decode_signs(array, n, ticket_signs)
         self.net.load_mask_bits(self._global)
 
+    def optimizer(self):
+        # signscore.local_lr_final: the clients' score lr follows a cosine over the run's rounds
+        lr = anneal(self.cfg.train.lr, self.cfg.signscore.local_lr_final, self._round,
+                    self.cfg.rounds)
+        return make_optimizer(self.net.scores.parameters(), self.cfg, lr)
+
+    def train(self, x, y, server_round, max_steps=None, epochs=None):
+        self._round = server_round
+        return super().train(x, y, server_round, max_steps=max_steps, epochs=epochs)
+
     def update(self, server_round):
+        sc = self.cfg.signscore
         seed = client_seed(self.cfg, server_round, self.partition_id, 7)
         g = torch.Generator().manual_seed(seed)
-        bits = stochastic_sign_bits(self.net.score_vector(), self.cfg.signscore.temperature, g)
+        temperature = anneal(sc.temperature, sc.temperature_final, server_round, self.cfg.rounds)
+        segments = layer_sizes(self.ticket.mask) if sc.vote_scale == "layer" else None
+        bits = stochastic_sign_bits(self.net.score_vector(), temperature, g, segments)
         # the coder regenerates the uniforms from the seed: flips become predictable from them
         return encode_signs(bits, self.cfg.signscore.uplink_coding, self._global, seed)
 
@@ -217,7 +297,7 @@ class SignScoreMethod(HideNseekMethod):
 
     def __init__(self, cfg, ticket):
         if cfg.signscore.weight_norm:
-            ticket = variance_preserving(ticket)
+            ticket = variance_preserving(ticket, cfg.signscore.weight_gain)
         super().__init__(cfg, ticket)
         self._score: torch.Tensor | None = None
         self._velocity: torch.Tensor | None = None
@@ -268,10 +348,29 @@ class SignScoreMethod(HideNseekMethod):
         if updates:
             if self.reputation is not None:   # robust.kind=reputation (see fedticket/fl/robust.py)
                 weights = self.reputation.weights(self.clients, updates, weights, self._score >= 0)
-            self._score, self._velocity = server_step(
-                self._score, self._velocity, list(updates), list(weights),
-                self.cfg.signscore.server_lr, self.cfg.signscore.server_momentum)
+            sc = self.cfg.signscore
+            lr = anneal(sc.server_lr, sc.server_lr_final, server_round, self.cfg.rounds)
+            if sc.dither_decode:
+                d = self._dithered_mean(server_round, updates, weights)
+                self._score, self._velocity = step_toward(
+                    self._score, self._velocity, d, lr, sc.server_momentum, clip=sc.score_clip)
+            else:
+                self._score, self._velocity = server_step(
+                    self._score, self._velocity, list(updates), list(weights), lr,
+                    sc.server_momentum, clip=sc.score_clip)
         return self._global(self._score >= 0)
+
+    def _dithered_mean(self, server_round, updates, weights) -> torch.Tensor:
+        """The example-weighted mean of the clients' :func:`dither_votes`."""
+        if len(self.clients) != len(updates) or self._sent is None:
+            raise ValueError("signscore.dither_decode needs each update's client id and the "
+                             "broadcast signs (not available under secure aggregation)")
+        total = float(sum(weights))
+        d = torch.zeros(self.ticket.kept, dtype=torch.float64)
+        for pid, b, w in zip(self.clients, updates, weights, strict=True):
+            u = entropy.dither(client_seed(self.cfg, server_round, pid, 7), self.ticket.kept)
+            d += dither_votes(b, u, self._sent) * (float(w) / total)
+        return d
 
     def learner(self, partition_id, local_state=None):
         return SignScoreLearner(self.cfg, self.ticket, partition_id, local_state, kind=self.kind)
