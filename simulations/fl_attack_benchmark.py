@@ -54,7 +54,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="comma-separated; the plot shows their mean")
     ap.add_argument("--csv", default=str(REPO / "runs/fl_attack_benchmark.csv"))
     ap.add_argument("--png", default=str(REPO / "docs/img/fl_attack.png"))
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw the PNG from the --csv of an earlier run, run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(args.csv) as f:
+            rows = [{**r, "fraction": float(r["fraction"]), "accuracy": float(r["accuracy"])}
+                    for r in csv.DictReader(f)]
+        plot(rows, args)
+        return
     torch.set_num_threads(1)
     fractions = [float(f) for f in args.fractions.split(",")]
     rows = []
@@ -119,6 +127,10 @@ def plot(rows, args) -> None:
     # one colour per method family, one line style per robust option: the panels read alike
     colour = {"hidenseek": "C0", "signscore": "C1", "fedpm": "C2", "fedavg": "C3"}
     style = {"reputation": "--", "change": ":"}
+    marker = {"reputation": "s", "change": "^"}
+    # equal curves (a robust option that changes nothing) would hide each other: a small
+    # sideways shift per option keeps every one visible
+    shift = {"reputation": -0.006, "change": 0.006}
     for ax, kind in zip(axes[0], kinds):
         for name in dict.fromkeys(r["method"] for r in rows):
             sel = [r for r in rows if r["kind"] == kind and r["method"] == name]
@@ -126,17 +138,20 @@ def plot(rows, args) -> None:
             mean = [sum(r["accuracy"] for r in sel if r["fraction"] == f)
                     / sum(1 for r in sel if r["fraction"] == f) for f in fr]
             family, _, option = name.partition(" + ")
-            ax.plot(fr, mean, marker="o", ms=4, label=name,
+            ax.plot([f + shift.get(option, 0.0) for f in fr], mean, marker=marker.get(option, "o"),
+                    ms=5, mfc="none" if option else None, label=name,
                     color=colour.get(family.split()[0]), linestyle=style.get(option, "-"))
         ax.set_xlabel(f"fraction of {kind} clients")
         ax.set_title(f"attack.kind={kind}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test accuracy after {args.rounds} rounds")
-    axes[0][-1].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"FashionMNIST, 10 clients (5/round), train_subset={args.train_subset}, "
-                 f"mean of seeds {args.seeds}", fontsize=9)
+                 f"mean of seeds {args.seeds} (curves shifted sideways a little so that equal "
+                 "ones stay visible)", fontsize=9)
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(args.png, dpi=120)
 
 
