@@ -39,6 +39,8 @@ METHODS = {
 METHODS["signscore + reputation"] = ["method=signscore", "robust.kind=reputation"]
 METHODS["hidenseek + change"] = ["method=hidenseek", "robust.kind=change"]
 METHODS["signscore + change"] = ["method=signscore", "robust.kind=change"]
+METHODS["binary-mask vote"] = ["method=binary-mask"]
+METHODS["binary-mask + change"] = ["method=binary-mask", "robust.kind=change"]
 DEFAULT = ["hidenseek vote", "hidenseek + reputation", "hidenseek + change", "signscore",
            "signscore + reputation", "signscore + change", "fedpm", "fedavg"]
 
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="comma-separated; the plot shows their mean")
     ap.add_argument("--csv", default=str(REPO / "runs/fl_attack_benchmark.csv"))
     ap.add_argument("--png", default=str(REPO / "docs/img/fl_attack.png"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for every run (e.g. data.partition=dirichlet)")
     ap.add_argument("--plot-only", action="store_true",
                     help="redraw the PNG from the --csv of an earlier run, run nothing")
     args = ap.parse_args()
@@ -102,7 +106,7 @@ def one_run(name: str, kind: str, frac: float, seed: int, args) -> tuple[float, 
             "eval.personal_every=0", "model.prune_iterations=20",
             f"data.root={os.environ.get('FEDTICKET_DATA', 'data')}",
             f"attack.kind={kind if frac > 0 else 'none'}", f"attack.fraction={frac}",
-            f"output_dir={out}"])
+            f"output_dir={out}", *args.set])
         t = time.perf_counter()
         summary = run_in_process(cfg, out)
         secs = time.perf_counter() - t
