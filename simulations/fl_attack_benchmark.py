@@ -9,7 +9,8 @@ torch thread. Methods: the plain hidenseek vote and signscore, each also with
 fedavg; the attacks are ``--kind`` (comma-separated, default sign_flip and label_flip;
 negated / Gaussian floats for fedavg). The attack-free run (fraction 0) is the same for every
 kind and runs once. Prints one row per run, writes a CSV and docs/img/fl_attack.png (one panel
-per kind).
+per kind). ``--set KEY=VALUE`` adds a config override to every run (e.g.
+data.partition=dirichlet); binary-mask rows are ``--methods "binary-mask vote,binary-mask + change"``.
 
     OMP_NUM_THREADS=1 python simulations/fl_attack_benchmark.py
 """

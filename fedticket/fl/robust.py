@@ -24,12 +24,14 @@ setting (hidenseek, 10 clients, 30 % label-flippers), from round 3 on it changes
 of the round's median client, honest clients 0.5-1.2x (round 1: no difference, everyone moves
 ~12 %). So each client also carries a running change ratio ``r`` (its changed bits over the
 round's median client's, blended with ``robust.memory``), and its weight is multiplied by
-``clip((stop - r) / (stop - start), 0, 1)`` (``robust.change_start``, ``robust.change_stop``). One-sided: moving
-fewer bits than the median costs nothing. The median is weighted by the clients' trust from the
+``clip((stop - r) / (stop - start), 0, 1)`` (``robust.change_start``, ``robust.change_stop``).
+One-sided: moving fewer bits than the median costs nothing. The median is weighted by the clients' trust from the
 rounds before, so in a round whose sample holds a majority of known attackers the reference is
-still the honest clients' change. It needs an honest majority among the clients (not in every
-sample): with half or more label-flippers no rule without a reference of the server's own
-(clean data, as FLTrust) can tell which half is honest.
+still the honest clients' change. It assumes honest clients move about alike (similar data: on
+Dirichlet-skewed clients it cuts honest ones and does not defend, docs/fl.md "Benchmark"), and
+it needs an honest majority among the clients (not in every sample): with half or more
+label-flippers no rule without a reference of the server's own (clean data, as FLTrust) can tell
+which half is honest.
 """
 
 from __future__ import annotations
