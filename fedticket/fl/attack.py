@@ -5,7 +5,9 @@ are; which partitions attack is a seeded draw (:func:`attackers`), so a rerun po
 clients. Every poisoned reply passes the server's validation (same payload kind, same length,
 finite values): a server cannot tell it from an honest one by its form.
 
-- ``sign_flip``: 1-bit uplinks are inverted bit by bit; float uplinks are negated.
+- ``sign_flip``: 1-bit uplinks are inverted bit by bit; float uplinks are negated. A range-coded
+  uplink (signscore's ``uplink_coding=entropy``) is decoded against the global signs the client
+  was sent, poisoned and coded again against them: the server decodes it like any other.
 - ``random``: uniform random bits; float uplinks get Gaussian values of the honest update's
   mean and standard deviation.
 - ``label_flip``: the client trains on permuted labels (class c -> a seeded derangement of the
@@ -70,12 +72,20 @@ def poison_update(cfg, method, partition_id: int, server_round: int, update: Arr
     if kind in ("none", "label_flip") or not is_attacker(cfg, partition_id):
         return update
     n = method.uplink_values
-    if method.uplink_kind == wire.BITS:
-        bits = wire.decode_bits_array(update, n)
+    if method.uplink_kind in (wire.BITS, wire.CODED_BITS):
+        if method.uplink_kind == wire.CODED_BITS:
+            # the reference the server decodes against: the global signs of this round, read by
+            # the method's own downlink decoder (packed, coded or levels payload)
+            reference = method._signs(global_array)
+            bits = wire.decode_coded_bits_array(update, n, reference)
+            pack = lambda b: wire.coded_bits_array(b, reference)  # noqa: E731
+        else:
+            bits = wire.decode_bits_array(update, n)
+            pack = wire.bits_array
         if kind == "sign_flip":
-            return wire.bits_array(~bits)
+            return pack(~bits)
         if kind == "random":
-            return wire.bits_array(torch.rand(n, generator=_rng(cfg, server_round, partition_id)) < 0.5)
+            return pack(torch.rand(n, generator=_rng(cfg, server_round, partition_id)) < 0.5)
         raise ConfigError(f"attack.kind={kind!r} needs a float uplink; method={cfg.method!r} "
                           "sends bits (use sign_flip, random or label_flip)")
     if method.uplink_kind != wire.F32:

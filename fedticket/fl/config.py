@@ -169,13 +169,21 @@ class AttackConfig:
 
 @dataclass
 class RobustConfig:
-    kind: Literal["none", "reputation"] = _f(
+    kind: Literal["none", "reputation", "change"] = _f(
         "none", "Vote aggregation of hidenseek / binary-mask (aggregation=vote) and signscore: "
                 "none = weighted by example counts; reputation = also by each client's "
                 "agreement with the vote over past rounds (weight clip((agreement - 0.5)/0.1, 0, "
-                "1): a client agreeing no better than chance gets none). See fedticket/fl/robust.py.")
-    memory: float = _f(0.7, "robust.kind=reputation: weight of a client's past agreement in "
-                            "its running agreement (0 = this round only).", ge=0, lt=1)
+                "1): a client agreeing no better than chance gets none); change = reputation, "
+                "times a ramp on how many more bits than the round's median client a client "
+                "changes (catches label_flip). See fedticket/fl/robust.py.")
+    memory: float = _f(0.7, "robust.kind=reputation / change: weight of a client's past "
+                            "agreement (and change ratio) in its running value (0 = this round "
+                            "only).", ge=0, lt=1)
+    change_start: float = _f(1.2, "robust.kind=change: running ratio of a client's changed bits "
+                                  "to the round's median client's above which its weight "
+                                  "starts to fall.", gt=0)
+    change_stop: float = _f(1.5, "robust.kind=change: ratio at which its weight reaches 0 "
+                                 "(> robust.change_start).", gt=0)
 
 
 
@@ -376,6 +384,10 @@ class FLConfig:
             raise ConfigError(f"attack.kind=scale multiplies float updates; method={self.method!r} "
                               "sends bits (use sign_flip, random or label_flip, or a float-uplink "
                               "method: fedavg, fedavg-subnet, aggregation=mean_score)")
+        if self.robust.kind == "change" and self.robust.change_stop <= self.robust.change_start:
+            raise ConfigError(f"robust.change_stop={self.robust.change_stop} must exceed "
+                              f"robust.change_start={self.robust.change_start} (the weight "
+                              "falls from 1 to 0 between them)")
         if self.robust.kind != "none" and not (
                 self.method == "signscore" or (self.method in ("hidenseek", "binary-mask")
                                                and self.aggregation == "vote")):
@@ -392,8 +404,8 @@ class FLConfig:
 
     def _validate_secagg(self) -> None:
         s, k = self.secagg, self.clients_per_round
-        if self.robust.kind == "reputation":
-            raise ConfigError("robust.kind=reputation needs each client's own votes, which "
+        if self.robust.kind != "none":
+            raise ConfigError(f"robust.kind={self.robust.kind} needs each client's own votes, which "
                               "server.secure_aggregation=true hides; use robust.kind=none")
         if self.method == "signscore" and self.signscore.uplink_coding != "packed":
             raise ConfigError("signscore.uplink_coding=entropy sends coded bits, which cannot be "

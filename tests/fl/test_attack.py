@@ -50,6 +50,31 @@ def test_sign_flip_inverts_every_bit_and_honest_clients_untouched():
     assert torch.equal(wire.decode_floats_array(neg, N), -v)
 
 
+def test_sign_flip_and_random_poison_a_range_coded_uplink():
+    """signscore.uplink_coding=entropy: the poisoned payload is coded against the same global
+    signs, so the server decodes it (before, the attacker's client errored and simply dropped
+    out of the round, which looked like a vote that survives the attack)."""
+    from fedticket.fl.methods.signscore import decode_signs, encode_signs
+
+    ticket = torch.ones(N, dtype=torch.bool)
+    g = torch.rand(N) < 0.8
+    sent = encode_signs(g, "entropy", ticket)            # the coded downlink the client got
+    coded = SimpleNamespace(uplink_kind=wire.CODED_BITS, uplink_values=N,
+                            _signs=lambda a: decode_signs(a, N, ticket))
+    bits = torch.where(torch.rand(N) < 0.05, ~g, g)      # an honest update: few flips
+    up = wire.coded_bits_array(bits, g)
+    for kind in ("sign_flip", "random"):
+        cfg = cfg_of(**{"method": "signscore", "attack.kind": kind, "attack.fraction": 0.3})
+        out = attack.poison_update(cfg, coded, first_attacker(cfg), 1, up, sent)
+        assert out.stype == wire.CODED_BITS
+        got = wire.decode_coded_bits_array(out, N, g)
+        if kind == "sign_flip":
+            assert torch.equal(got, ~bits)
+        else:
+            assert abs(got.float().mean().item() - 0.5) < 0.05
+        assert attack.poison_update(cfg, coded, honest(cfg), 1, up, sent) is up
+
+
 def test_random_bits_are_uniform_and_independent_of_the_update():
     cfg = cfg_of(**{"attack.kind": "random", "attack.fraction": 0.3})
     pid = first_attacker(cfg)
