@@ -107,6 +107,16 @@ def _int_list(text: str) -> list[int]:
     return xs
 
 
+def _acc_list(text: str) -> list[float]:
+    try:
+        xs = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of accuracies") from None
+    if not xs or not all(0 < x <= 1 for x in xs):
+        raise argparse.ArgumentTypeError(f"{text!r}: give accuracies in (0, 1], e.g. 0.7,0.75")
+    return xs
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all)")
@@ -140,6 +150,9 @@ def parse_args(argv=None):
     p.add_argument("--uplink-at", type=_int_list, default=[10, 25, 50],
                    help="rounds R of the reference row whose cumulative uplink is a budget "
                         "(default 10,25,50; rounds past its run are dropped)")
+    p.add_argument("--reach", type=_acc_list, default=[0.70, 0.75, 0.78],
+                   help="accuracies: the cumulative uplink each row needed to first reach each "
+                        "(default 0.70,0.75,0.78)")
     p.add_argument("--plot-dir", default=None,
                    help="also write the two plots there as fl_bench_accuracy_vs_round.png and "
                         "fl_bench_accuracy_vs_uplink.png (e.g. docs/img)")
@@ -211,6 +224,40 @@ def uplink_budgets(ref: dict, at_rounds: list[int]) -> dict[int, dict[str, float
 def _budget(budgets: dict[str, float], seed) -> float:
     """The same seed's budget (same partitions and client draws), else the mean over seeds."""
     return budgets.get(str(seed), budgets["mean"])
+
+
+def uplink_to_reach(rows: list[dict], target: float) -> tuple[float | None, int | None]:
+    """Cumulative uplink bytes (all clients) and round when the global accuracy first reached
+    ``target``; (None, None) if it never did."""
+    for r, cum in zip(rows, cumulative_uplink(rows)):
+        if int(r["round"]) > 0 and float(r["global_accuracy"]) >= target:
+            return float(cum), int(r["round"])
+    return None, None
+
+
+def reach_table(results: dict, targets: list[float]) -> str:
+    """Markdown table: the uplink MB each row needed to first reach each accuracy (mean ± std
+    over the seeds that reached it, with the round range); "k/n seeds" when not all did."""
+    lines = ["| method | " + " | ".join(f"MB to reach {t:g}" for t in targets) + " |",
+             "|" + "---|" * (len(targets) + 1)]
+    for m, per in results.items():
+        cells = []
+        for t in targets:
+            got = [uplink_to_reach(r["rows"], t) for r in per.values()]
+            hit = [(b, rr) for b, rr in got if b is not None]
+            if not hit:
+                cells.append("not reached")
+                continue
+            mb = _stats([b / 1e6 for b, _ in hit])
+            rs = [rr for _, rr in hit]
+            span = f"{min(rs)}" if min(rs) == max(rs) else f"{min(rs)}–{max(rs)}"
+            digits = 3 if mb[0] < 10 else 1
+            cell = f"{mb[0]:.{digits}f} ± {mb[1]:.{digits}f} (round {span})"
+            if len(hit) < len(got):
+                cell += f", {len(hit)}/{len(got)} seeds"
+            cells.append(cell)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _stats(xs):
@@ -441,7 +488,10 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet
             + f"\n## Equal uplink bits\n\nAccuracy after the last round whose cumulative uplink "
             f"(all clients) is within {ref}'s cumulative uplink after round R in the same seed (the header: "
             "the mean over its seeds); "
-            "in brackets the round each row had reached (range over seeds).\n\n" + eq_text + "\n")
+            "in brackets the round each row had reached (range over seeds).\n\n" + eq_text + "\n"
+            + "\nThe other way round: the cumulative uplink (all clients, MB) each row needed to "
+            "first reach a global accuracy (mean ± std over the seeds that reached it).\n\n"
+            + reach_table(results, args.reach) + "\n")
     out.file("table.md").write_text(text)
     out.write_json("results.json", {m: {str(seed): {k: v for k, v in r.items() if k != "rows"}
                                         for seed, r in per.items()}

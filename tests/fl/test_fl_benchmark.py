@@ -88,6 +88,15 @@ def test_equal_uplink_holds_each_seed_to_the_reference_bytes_of_the_same_seed(be
     assert eq["accuracy"]["ref@4"][0] == pytest.approx(accs[3])
 
 
+def test_uplink_to_reach_counts_bytes_until_the_first_round_at_the_accuracy(bench):
+    rows = _rows(100, [0.5, 0.72, 0.65, 0.8])
+    assert bench.uplink_to_reach(rows, 0.7) == (200.0, 2)       # the first round, not a later one
+    assert bench.uplink_to_reach(rows, 0.9) == (None, None)
+    text = bench.reach_table({"a": {"0": {"rows": rows}, "1": {"rows": _rows(100, [0.5] * 4)}}},
+                             [0.7, 0.9])
+    assert "(round 2), 1/2 seeds" in text and "| not reached |" in text
+
+
 def test_report_only_includes_another_folder_under_a_prefix_and_keeps_it(bench, tmp_path, monkeypatch):
     mine = _write_folder(tmp_path / "mine", {"signscore": {0: (100, [0.5, 0.6, 0.7]),
                                                            1: (100, [0.5, 0.6, 0.8])},
