@@ -424,7 +424,21 @@ def equal_uplink_table(results: dict, ref: str, at_rounds: list[int]) -> tuple[s
                               "accuracy": {f"{m}@{R}": v for (m, R), v in cells.items()}}
 
 
+ROW_ORDER = ("signscore", "hidenseek", "fedpm", "binary-mask", "fedavg-subnet", "fedavg")
+
+
+def ordered(results: dict) -> dict:
+    """Rows grouped by method (sign methods first, dense FedAvg last), each method's own row
+    before its variants and included rows, so the table reads the same however it was built."""
+    def key(label):
+        method = next(iter(results[label].values()))["summary"].get("method", label)
+        rank = ROW_ORDER.index(method) if method in ROW_ORDER else len(ROW_ORDER)
+        return rank, label != method, label
+    return {m: results[m] for m in sorted(results, key=key)}
+
+
 def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet=False) -> None:
+    results = ordered(results)
     seeds = sorted({int(k) for per in results.values() for k in per})
     ref = _reference(results, args.uplink_ref)
     totals = {str(s): float(r["summary"]["total_uplink_bytes"]) for s, r in results[ref].items()}
@@ -513,7 +527,7 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet
 def plot_benchmark(results: dict, path_round: Path, path_uplink: Path, n_seeds: int,
                    ref: str = "", marks: dict[int, float] | None = None) -> None:
     """Accuracy vs round and vs cumulative uplink (log x), mean over seeds with a ± 1 std band;
-    variants (rows whose label is not a method name) dashed; ``marks`` ({R: MB}) draws the
+    a method's variants and included rows in its lighter colour, dashed; ``marks`` ({R: MB}) draws the
     equal-uplink budgets of the reference row ``ref`` on the uplink plot."""
     import matplotlib
 
@@ -521,7 +535,8 @@ def plot_benchmark(results: dict, path_round: Path, path_uplink: Path, n_seeds: 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    colours = plt.get_cmap("tab10").colors
+    colours = plt.get_cmap("tab20").colors   # pairs: a method's dark colour, its variants' light one
+    n_variants: dict[str, int] = {}
     band = f", band ± 1 std over {n_seeds} seeds" if n_seeds > 1 else ""
     figs = {k: plt.subplots(figsize=(9.0, 5.0), dpi=120) for k in ("round", "uplink")}
     for i, (m, per) in enumerate(results.items()):
@@ -529,8 +544,11 @@ def plot_benchmark(results: dict, path_round: Path, path_uplink: Path, n_seeds: 
         # uplink x: each round's cumulative bytes averaged over seeds (coded payloads vary < 1 %)
         cums = [cumulative_uplink(r["rows"])[:len(mean)] for r in per.values()]
         mb = [statistics.fmean(c[j] for c in cums) / 1e6 for j in range(len(mean))]
-        style = dict(color=colours[i % len(colours)], linestyle="-" if m in METHODS else "--",
-                     linewidth=1.6, label=m)
+        method = next(iter(per.values()))["summary"].get("method", m)
+        rank = ROW_ORDER.index(method) if method in ROW_ORDER else len(ROW_ORDER) + i
+        k = n_variants[method] = n_variants.get(method, -1) + 1   # 0 = the method's own row
+        style = dict(color=colours[(2 * rank + (k > 0)) % len(colours)],
+                     linestyle=("-", "--", ":", "-.")[min(k, 3)], linewidth=1.6, label=m)
         for key, x in (("round", xs), ("uplink", mb)):
             keep = [j for j in range(len(mean)) if key == "round" or x[j] > 0]  # log x: skip 0 bytes
             ax = figs[key][1]
