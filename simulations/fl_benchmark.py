@@ -6,8 +6,9 @@ simulation engine (``--grid engine``: ``fedticket.fl.run.run_fl``; then the same
 ``--plain-rounds`` rounds on the in-memory Grid to measure the engine's overhead) or through the
 same strategy and ClientApp on the in-memory Grid only (``--grid memory``:
 ``fedticket.fl.server_app.run_in_process``, no Ray: what fits several seeds on a small machine).
-Output: ``table.md`` (mean ± std over seeds), ``results.json``, two PNG plots with a band of ± one
-std over seeds, and one results folder per method and seed under ``--out``.
+Output: ``table.md`` (mean ± std over seeds; then the equal-uplink and uplink-to-reach tables),
+``results.json``, two PNG plots with a band of ± one std over seeds, and one results folder per
+row and seed under ``--out``.
 
     python simulations/fl_benchmark.py --rounds 100 --time-budget 1200 --out runs/fl_benchmark
     OMP_NUM_THREADS=1 python simulations/fl_benchmark.py --grid memory --seeds 0,1 --rounds 60 \
