@@ -36,6 +36,13 @@ def _cache_dirs() -> list[Path]:
     return [first, Path(tempfile.gettempdir()) / f"fedticket-{os.getuid()}"]
 
 
+def _private(path: Path) -> bool:
+    """True when ``path`` is ours and nobody else may write it: a shared-library cache that
+    another user can write (a planted ``/tmp/fedticket-<uid>``) would run their code in ours."""
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _build(name: str, source: str, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     tag = hashlib.sha256((source + str(cc)).encode()).hexdigest()[:16]
@@ -45,13 +52,15 @@ def _build(name: str, source: str, declare: Callable[[ctypes.CDLL], None]) -> ct
             if not so.exists():
                 if not cc:
                     return None
-                root.mkdir(parents=True, exist_ok=True)
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=root) as tmp:
                     src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
                     src.write_text(source)
                     subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(out), str(src)],
                                    check=True, capture_output=True, timeout=120)
                     os.replace(out, so)  # atomic: a concurrent build never loads half a file
+            if not (_private(root) and _private(so)):
+                continue
             lib = ctypes.CDLL(str(so))
             declare(lib)
             return lib

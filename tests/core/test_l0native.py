@@ -92,3 +92,19 @@ def test_a_failed_build_means_no_kernel_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_cache_dirs", lambda: [tmp_path])
     assert native.load("broken_test_kernel", "int f(void) { return 1; }", lambda lib: None) is None
     assert not list(tmp_path.glob("*.so"))
+
+
+@needs_kernel
+def test_a_library_in_a_cache_others_can_write_is_not_loaded(tmp_path, monkeypatch):
+    from fedticket.core import native
+
+    src = "int answer(void) { return 42; }"
+    good = tmp_path / "own"
+    monkeypatch.setattr(native, "_cache_dirs", lambda: [good])
+    lib = native.load("cache_owner_test_kernel", src, lambda lib: None)
+    assert lib is not None and lib.answer() == 42
+    # the same cache made world-writable (as a planted /tmp folder would be): not loaded
+    native._loaded.pop("cache_owner_test_kernel")
+    good.chmod(0o777)
+    assert native.load("cache_owner_test_kernel", src, lambda lib: None) is None
+    native._loaded.pop("cache_owner_test_kernel")
