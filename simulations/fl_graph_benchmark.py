@@ -71,7 +71,26 @@ def parse_args(argv=None):
                    help="run nothing: the table and plots from the runs under --out (a method "
                         "with fewer finished seeds says how many)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    return p.parse_args(argv)
+    p.add_argument("--method-set", dest="method_sets", action="append", default=[],
+                   metavar="METHOD:KEY=VALUE",
+                   help="a config override for one method only, after --set (e.g. a baseline "
+                        "kept at its own setting while the config tunes signscore)")
+    a = p.parse_args(argv)
+    a.per_method = method_overrides(a.method_sets)
+    return a
+
+
+def method_overrides(items: list[str]) -> dict[str, list[str]]:
+    """``["fedavg:graph.dropout=0.5", ...]`` as ``{"fedavg": ["graph.dropout=0.5"], ...}``."""
+    known = FED_METHODS + REFERENCES
+    out: dict[str, list[str]] = {}
+    for item in items:
+        m, sep, kv = item.partition(":")
+        if not sep or "=" not in kv or m not in known:
+            raise SystemExit(f"--method-set {item!r}: expected METHOD:KEY=VALUE with METHOD one "
+                             f"of {', '.join(known)}")
+        out.setdefault(m, []).append(kv)
+    return out
 
 
 def _train_dense(cfg, x, edge_index, train, y, epochs, seed):
@@ -135,6 +154,13 @@ def per_client(cfg, payload, server_round) -> dict:
     return _record(hits, sizes)
 
 
+def method_config(a, m: str, seed: int):
+    """The run config of one federated method: the config, ``--set``, then its ``--method-set``."""
+    return prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
+                              "eval.personal_every=0", "server.overwrite=true", *a.sets,
+                              *a.per_method.get(m, [])])
+
+
 def run_federated(a, m, seed, out: Path) -> dict | None:
     folder = out / f"{m}-s{seed}"
     if a.table_only:
@@ -142,8 +168,7 @@ def run_federated(a, m, seed, out: Path) -> dict | None:
         return json.loads(done.read_text()) if done.is_file() else None
     if a.reuse and (folder / "per_client.json").is_file() and (folder / "summary.json").is_file():
         return json.loads((folder / "per_client.json").read_text())
-    cfg = prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
-                             "eval.personal_every=0", "server.overwrite=true", *a.sets])
+    cfg = method_config(a, m, seed)
     last = {}
     t0 = time.perf_counter()
     summary = run_in_process(cfg, folder, quiet=True,
@@ -185,16 +210,19 @@ def main(argv=None):
     cfg = prepare(a.config, [*a.sets])
     results: dict = {"command": "python simulations/fl_graph_benchmark.py " + " ".join(sys.argv[1:]),
                      "config": a.config, "rounds": a.rounds, "seeds": seeds, "sets": a.sets,
-                     "runs": {}}
+                     "method_sets": a.per_method, "runs": {}}
     # the references first: seconds, where the federated runs take minutes
     refs = list(REFERENCES)
     skip_refs = a.no_references or a.table_only
     if skip_refs and (out / "results.json").is_file():   # as the last run that made them has
         old = json.loads((out / "results.json").read_text())["runs"]
         results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
+    cfg_lo = prepare(a.config, [*a.sets, *a.per_method.get("local-only", [])])
+    cfg_ce = prepare(a.config, [*a.sets, *a.per_method.get("centralized-teddy", [])])
     for seed in [] if skip_refs else seeds:
-        results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg, a.local_epochs, seed)
-        results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg, a.local_epochs, seed)
+        results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg_lo, a.local_epochs, seed)
+        results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg_ce, a.local_epochs,
+                                                                         seed)
         print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
               f"{lo['client_mean_accuracy']:.4f}), centralized-teddy "
               f"{ce['final_global_accuracy']:.4f}", flush=True)
