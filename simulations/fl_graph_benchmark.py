@@ -47,12 +47,12 @@ from fedticket.fl.server_app import run_in_process  # noqa: E402
 from fedticket.fl.task import get_task  # noqa: E402
 from fedticket.results import plot_lines, read_csv  # noqa: E402
 from graph.data import load_planetoid  # noqa: E402
-from graph.fedtask import DIMS, clients, unit_scale_rows  # noqa: E402
+from graph.fedtask import DIMS, Graph, NodeView, clients, unit_scale_rows  # noqa: E402
 from graph.models import build_model  # noqa: E402
 from graph.transforms import teddy_sparsify_edges  # noqa: E402
 
 FED_METHODS = ("signscore", "fedavg", "fedavg-subnet", "binary-mask", "hidenseek")
-REFERENCES = ("local-only", "centralized-teddy")
+REFERENCES = ("local-only", "centralized-teddy", "centralized-signscore")
 
 
 def parse_args(argv=None):
@@ -63,8 +63,11 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(FED_METHODS))
     p.add_argument("--local-epochs", type=int, default=200)
     p.add_argument("--out", default="runs/fl_graph_benchmark")
+    p.add_argument("--references", default=",".join(REFERENCES),
+                   help="the non-federated references to run (comma-separated)")
     p.add_argument("--no-references", action="store_true",
-                   help="skip local-only and centralized-teddy (e.g. when adding methods)")
+                   help="run no reference (e.g. when adding methods); those of the last run "
+                        "under --out are kept")
     p.add_argument("--reuse", action="store_true",
                    help="keep finished runs under --out, run only the missing ones")
     p.add_argument("--table-only", action="store_true",
@@ -136,6 +139,42 @@ def centralized(cfg, epochs, seed) -> dict:
     pred = _train_dense(cfg, x, ei, train, data.y, epochs, seed)
     hits = [int((pred[s.nodes[s.test]] == data.y[s.nodes[s.test]]).sum()) for s, _ in parts]
     return _record(hits, [len(s.test) for s, _ in parts])
+
+
+def centralized_signscore(cfg, rounds) -> dict:
+    """The federated sign supermask's own model trained by ONE client that holds every client's
+    train nodes (the disjoint union of the clients' subgraphs, as the federation sees them), for
+    as many local steps as a federated client takes in the whole run: what the frozen ticket can
+    reach without the vote."""
+    parts = clients(cfg, cfg.data.root)
+    xs, eis, train, test, ys, off = [], [], [], [], [], 0
+    for sub, graph in parts:
+        xs.append(graph.x)
+        eis.append(graph.edge_index + off)
+        train.append(sub.train + off)
+        test.append(sub.test + off)
+        ys.append(sub.y)
+        off += sub.num_nodes
+    union, y = Graph(torch.cat(xs), torch.cat(eis, dim=1)), torch.cat(ys)
+    method = make_method(cfg, build_ticket(cfg, None))
+    method.initial_global()
+    learner = method.learner(0)
+    train = torch.cat(train)
+    for r in range(rounds):
+        learner.train(NodeView(union, train), y[train], r + 1)
+    model = learner.eval_model()
+    hits, sizes = [], []
+    for t in test:
+        acc, _ = evaluate(model, NodeView(union, t), y[t], cfg.eval.batch_size)
+        hits.append(round(acc * len(t)))
+        sizes.append(len(t))
+    return _record(hits, sizes)
+
+
+def prepare_seeded(cfg, seed):
+    """``cfg`` with ``seed`` (the ticket and the clients' splits follow it)."""
+    import dataclasses
+    return dataclasses.replace(cfg, seed=int(seed))
 
 
 def per_client(cfg, payload, server_round) -> dict:
@@ -213,19 +252,30 @@ def main(argv=None):
                      "method_sets": a.per_method, "runs": {}}
     # the references first: seconds, where the federated runs take minutes
     refs = list(REFERENCES)
-    skip_refs = a.no_references or a.table_only
-    if skip_refs and (out / "results.json").is_file():   # as the last run that made them has
+    run_refs = [] if a.no_references or a.table_only else [r for r in a.references.split(",") if r]
+    bad = [r for r in run_refs if r not in REFERENCES]
+    if bad:
+        raise SystemExit(f"--references: unknown {', '.join(bad)} (known: {', '.join(REFERENCES)})")
+    if (out / "results.json").is_file():   # the references not rerun: as the last run made them
         old = json.loads((out / "results.json").read_text())["runs"]
-        results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
-    cfg_lo = prepare(a.config, [*a.sets, *a.per_method.get("local-only", [])])
-    cfg_ce = prepare(a.config, [*a.sets, *a.per_method.get("centralized-teddy", [])])
-    for seed in [] if skip_refs else seeds:
-        results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg_lo, a.local_epochs, seed)
-        results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg_ce, a.local_epochs,
-                                                                         seed)
-        print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
-              f"{lo['client_mean_accuracy']:.4f}), centralized-teddy "
-              f"{ce['final_global_accuracy']:.4f}", flush=True)
+        results["runs"].update({k: v for k, v in old.items()
+                                if k.startswith(tuple(r for r in REFERENCES if r not in run_refs))})
+    ref_cfg = {r: prepare(a.config, [*(["method=signscore"] if r == "centralized-signscore"
+                                       else []), *a.sets, *a.per_method.get(r, [])])
+               for r in run_refs}
+    for seed in seeds:
+        for r in run_refs:
+            # the seed also draws the parts and node splits: the same ones as the federated runs
+            cfg_r = prepare_seeded(ref_cfg[r], seed)
+            if r == "local-only":
+                rec = local_only(cfg_r, a.local_epochs, seed)
+            elif r == "centralized-teddy":
+                rec = centralized(cfg_r, a.local_epochs, seed)
+            else:
+                rec = centralized_signscore(cfg_r, a.rounds)
+            results["runs"][f"{r}-s{seed}"] = rec
+            print(f"seed {seed}: {r} {rec['final_global_accuracy']:.4f} (client mean "
+                  f"{rec['client_mean_accuracy']:.4f})", flush=True)
     for m in methods:
         for seed in seeds:
             r = run_federated(a, m, seed, out)
