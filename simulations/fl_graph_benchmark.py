@@ -8,7 +8,15 @@ non-federated references use the same parts, node splits, features and TEDDY spa
 - ``local-only``: each client trains a dense GCN on its own subgraph alone (Adam, lr 0.01,
   weight decay 5e-4, ``--local-epochs`` full-batch epochs), tested on its own test nodes;
 - ``centralized-teddy``: one dense GCN on the whole graph (edges across parts kept), TEDDY on the
-  whole graph at the same sparsity, trained on every client's train nodes (upper bound).
+  whole graph at the same sparsity, trained on every client's train nodes (upper bound);
+- ``centralized-signscore``: signscore's own ticket and client learner (the config's density,
+  scores, weight_norm) trained by ONE learner holding every client's train nodes in the union of
+  the clients' subgraphs, for ``--rounds`` x ``train.local_epochs`` steps (what one federated
+  client takes in the run): what the frozen ticket reaches without the vote.
+
+Each reference uses the run's seed for the parts and node splits, as the federated runs do.
+``--method-set METHOD:KEY=VALUE`` overrides the config for one method (or reference) only, after
+``--set``: a baseline kept at its own setting while the config is tuned for the sign supermask.
 
 Two accuracies per run: ``global`` over all clients' test nodes (each in its own subgraph for the
 federated methods and local-only, in the whole graph for centralized), and ``per client``: the
