@@ -8,7 +8,15 @@ non-federated references use the same parts, node splits, features and TEDDY spa
 - ``local-only``: each client trains a dense GCN on its own subgraph alone (Adam, lr 0.01,
   weight decay 5e-4, ``--local-epochs`` full-batch epochs), tested on its own test nodes;
 - ``centralized-teddy``: one dense GCN on the whole graph (edges across parts kept), TEDDY on the
-  whole graph at the same sparsity, trained on every client's train nodes (upper bound).
+  whole graph at the same sparsity, trained on every client's train nodes (upper bound);
+- ``centralized-signscore``: signscore's own ticket and client learner (the config's density,
+  scores, weight_norm) trained by ONE learner holding every client's train nodes in the union of
+  the clients' subgraphs, for ``--rounds`` x ``train.local_epochs`` steps (what one federated
+  client takes in the run): what the frozen ticket reaches without the vote.
+
+Each reference uses the run's seed for the parts and node splits, as the federated runs do.
+``--method-set METHOD:KEY=VALUE`` overrides the config for one method (or reference) only, after
+``--set``: a baseline kept at its own setting while the config is tuned for the sign supermask.
 
 Two accuracies per run: ``global`` over all clients' test nodes (each in its own subgraph for the
 federated methods and local-only, in the whole graph for centralized), and ``per client``: the
@@ -47,12 +55,12 @@ from fedticket.fl.server_app import run_in_process  # noqa: E402
 from fedticket.fl.task import get_task  # noqa: E402
 from fedticket.results import plot_lines, read_csv  # noqa: E402
 from graph.data import load_planetoid  # noqa: E402
-from graph.fedtask import DIMS, clients, unit_scale_rows  # noqa: E402
+from graph.fedtask import DIMS, Graph, NodeView, clients, unit_scale_rows  # noqa: E402
 from graph.models import build_model  # noqa: E402
 from graph.transforms import teddy_sparsify_edges  # noqa: E402
 
 FED_METHODS = ("signscore", "fedavg", "fedavg-subnet", "binary-mask", "hidenseek")
-REFERENCES = ("local-only", "centralized-teddy")
+REFERENCES = ("local-only", "centralized-teddy", "centralized-signscore")
 
 
 def parse_args(argv=None):
@@ -63,15 +71,37 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(FED_METHODS))
     p.add_argument("--local-epochs", type=int, default=200)
     p.add_argument("--out", default="runs/fl_graph_benchmark")
+    p.add_argument("--references", default=",".join(REFERENCES),
+                   help="the non-federated references to run (comma-separated)")
     p.add_argument("--no-references", action="store_true",
-                   help="skip local-only and centralized-teddy (e.g. when adding methods)")
+                   help="run no reference (e.g. when adding methods); those of the last run "
+                        "under --out are kept")
     p.add_argument("--reuse", action="store_true",
                    help="keep finished runs under --out, run only the missing ones")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: the table and plots from the runs under --out (a method "
                         "with fewer finished seeds says how many)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    return p.parse_args(argv)
+    p.add_argument("--method-set", dest="method_sets", action="append", default=[],
+                   metavar="METHOD:KEY=VALUE",
+                   help="a config override for one method only, after --set (e.g. a baseline "
+                        "kept at its own setting while the config tunes signscore)")
+    a = p.parse_args(argv)
+    a.per_method = method_overrides(a.method_sets)
+    return a
+
+
+def method_overrides(items: list[str]) -> dict[str, list[str]]:
+    """``["fedavg:graph.dropout=0.5", ...]`` as ``{"fedavg": ["graph.dropout=0.5"], ...}``."""
+    known = FED_METHODS + REFERENCES
+    out: dict[str, list[str]] = {}
+    for item in items:
+        m, sep, kv = item.partition(":")
+        if not sep or "=" not in kv or m not in known:
+            raise SystemExit(f"--method-set {item!r}: expected METHOD:KEY=VALUE with METHOD one "
+                             f"of {', '.join(known)}")
+        out.setdefault(m, []).append(kv)
+    return out
 
 
 def _train_dense(cfg, x, edge_index, train, y, epochs, seed):
@@ -119,6 +149,42 @@ def centralized(cfg, epochs, seed) -> dict:
     return _record(hits, [len(s.test) for s, _ in parts])
 
 
+def centralized_signscore(cfg, rounds) -> dict:
+    """The federated sign supermask's own model trained by ONE client that holds every client's
+    train nodes (the disjoint union of the clients' subgraphs, as the federation sees them), for
+    as many local steps as a federated client takes in the whole run: what the frozen ticket can
+    reach without the vote."""
+    parts = clients(cfg, cfg.data.root)
+    xs, eis, train, test, ys, off = [], [], [], [], [], 0
+    for sub, graph in parts:
+        xs.append(graph.x)
+        eis.append(graph.edge_index + off)
+        train.append(sub.train + off)
+        test.append(sub.test + off)
+        ys.append(sub.y)
+        off += sub.num_nodes
+    union, y = Graph(torch.cat(xs), torch.cat(eis, dim=1)), torch.cat(ys)
+    method = make_method(cfg, build_ticket(cfg, None))
+    method.initial_global()
+    learner = method.learner(0)
+    train = torch.cat(train)
+    for r in range(rounds):
+        learner.train(NodeView(union, train), y[train], r + 1)
+    model = learner.eval_model()
+    hits, sizes = [], []
+    for t in test:
+        acc, _ = evaluate(model, NodeView(union, t), y[t], cfg.eval.batch_size)
+        hits.append(round(acc * len(t)))
+        sizes.append(len(t))
+    return _record(hits, sizes)
+
+
+def prepare_seeded(cfg, seed):
+    """``cfg`` with ``seed`` (the ticket and the clients' splits follow it)."""
+    import dataclasses
+    return dataclasses.replace(cfg, seed=int(seed))
+
+
 def per_client(cfg, payload, server_round) -> dict:
     """The final global model (as the server evaluates it) on each client's own test nodes."""
     mask = Mask.ones_like(build_weights(cfg)) if method_class(cfg.method).dense else None
@@ -135,6 +201,13 @@ def per_client(cfg, payload, server_round) -> dict:
     return _record(hits, sizes)
 
 
+def method_config(a, m: str, seed: int):
+    """The run config of one federated method: the config, ``--set``, then its ``--method-set``."""
+    return prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
+                              "eval.personal_every=0", "server.overwrite=true", *a.sets,
+                              *a.per_method.get(m, [])])
+
+
 def run_federated(a, m, seed, out: Path) -> dict | None:
     folder = out / f"{m}-s{seed}"
     if a.table_only:
@@ -142,8 +215,7 @@ def run_federated(a, m, seed, out: Path) -> dict | None:
         return json.loads(done.read_text()) if done.is_file() else None
     if a.reuse and (folder / "per_client.json").is_file() and (folder / "summary.json").is_file():
         return json.loads((folder / "per_client.json").read_text())
-    cfg = prepare(a.config, [f"method={m}", f"rounds={a.rounds}", f"seed={seed}",
-                             "eval.personal_every=0", "server.overwrite=true", *a.sets])
+    cfg = method_config(a, m, seed)
     last = {}
     t0 = time.perf_counter()
     summary = run_in_process(cfg, folder, quiet=True,
@@ -185,19 +257,33 @@ def main(argv=None):
     cfg = prepare(a.config, [*a.sets])
     results: dict = {"command": "python simulations/fl_graph_benchmark.py " + " ".join(sys.argv[1:]),
                      "config": a.config, "rounds": a.rounds, "seeds": seeds, "sets": a.sets,
-                     "runs": {}}
+                     "method_sets": a.per_method, "runs": {}}
     # the references first: seconds, where the federated runs take minutes
     refs = list(REFERENCES)
-    skip_refs = a.no_references or a.table_only
-    if skip_refs and (out / "results.json").is_file():   # as the last run that made them has
+    run_refs = [] if a.no_references or a.table_only else [r for r in a.references.split(",") if r]
+    bad = [r for r in run_refs if r not in REFERENCES]
+    if bad:
+        raise SystemExit(f"--references: unknown {', '.join(bad)} (known: {', '.join(REFERENCES)})")
+    if (out / "results.json").is_file():   # the references not rerun: as the last run made them
         old = json.loads((out / "results.json").read_text())["runs"]
-        results["runs"].update({k: v for k, v in old.items() if k.startswith(REFERENCES)})
-    for seed in [] if skip_refs else seeds:
-        results["runs"][f"local-only-s{seed}"] = lo = local_only(cfg, a.local_epochs, seed)
-        results["runs"][f"centralized-teddy-s{seed}"] = ce = centralized(cfg, a.local_epochs, seed)
-        print(f"seed {seed}: local-only {lo['final_global_accuracy']:.4f} (client mean "
-              f"{lo['client_mean_accuracy']:.4f}), centralized-teddy "
-              f"{ce['final_global_accuracy']:.4f}", flush=True)
+        results["runs"].update({k: v for k, v in old.items()
+                                if k.startswith(tuple(r for r in REFERENCES if r not in run_refs))})
+    ref_cfg = {r: prepare(a.config, [*(["method=signscore"] if r == "centralized-signscore"
+                                       else []), *a.sets, *a.per_method.get(r, [])])
+               for r in run_refs}
+    for seed in seeds:
+        for r in run_refs:
+            # the seed also draws the parts and node splits: the same ones as the federated runs
+            cfg_r = prepare_seeded(ref_cfg[r], seed)
+            if r == "local-only":
+                rec = local_only(cfg_r, a.local_epochs, seed)
+            elif r == "centralized-teddy":
+                rec = centralized(cfg_r, a.local_epochs, seed)
+            else:
+                rec = centralized_signscore(cfg_r, a.rounds)
+            results["runs"][f"{r}-s{seed}"] = rec
+            print(f"seed {seed}: {r} {rec['final_global_accuracy']:.4f} (client mean "
+                  f"{rec['client_mean_accuracy']:.4f})", flush=True)
     for m in methods:
         for seed in seeds:
             r = run_federated(a, m, seed, out)

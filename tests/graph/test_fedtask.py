@@ -198,3 +198,48 @@ def test_client_test_views_partition_the_global_test_set(cora_root):
         own = torch.cat([model(x).argmax(1) for x, _ in per])
     # the union graph is block-diagonal: a client's nodes see the same neighbours either way
     assert torch.equal(torch.cat([y for _, y in per]), yt) and torch.equal(own, pred)
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("fl_graph_benchmark",
+                                                  repo / "simulations/fl_graph_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_method_set_overrides_one_method_only():
+    """simulations/fl_graph_benchmark.py --method-set: a baseline keeps its own setting while the
+    config (tuned for signscore) changes; a malformed item is refused before anything runs."""
+    bench = _benchmark()
+    a = bench.parse_args(["--set", "graph.dropout=0.25", "--method-set", "fedavg:graph.dropout=0.5",
+                          "--method-set", "fedavg:graph.hidden=64"])
+    fedavg, sign = bench.method_config(a, "fedavg", 1), bench.method_config(a, "signscore", 1)
+    assert (fedavg.graph.dropout, fedavg.graph.hidden) == (0.5, 64)
+    assert sign.graph.dropout == 0.25 and sign.graph.hidden != 64
+    assert fedavg.method == "fedavg" and sign.method == "signscore" and sign.seed == 1
+    for bad in ("fedavg", "nosuch:graph.hidden=4", "fedavg:graph.hidden"):
+        with pytest.raises(SystemExit, match="METHOD:KEY=VALUE"):
+            bench.parse_args(["--method-set", bad])
+
+
+def test_centralized_signscore_trains_the_federated_ticket_on_every_train_node(cora_root):
+    """The benchmark's centralized-signscore reference: the signscore ticket trained by one
+    learner on the union of the clients' train nodes, scored on each client's test nodes."""
+    from fedticket.fl.run import prepare
+
+    bench = _benchmark()
+    cfg = prepare(bench.REPO / "configs/fl/cora_graph.yaml",
+                  ["graph.hidden=32", "num_clients=4", "clients_per_round=4",
+                   "model.prune_iterations=5"], data_root=str(cora_root))
+    untrained, trained = bench.centralized_signscore(cfg, 0), bench.centralized_signscore(cfg, 3)
+    sizes = [len(sub.test) for sub, _ in bench.clients(cfg, cfg.data.root)]
+    for rec in (untrained, trained):
+        assert len(rec["client_accuracies"]) == 4
+        hits = sum(a * n for a, n in zip(rec["client_accuracies"], sizes))
+        assert rec["final_global_accuracy"] == pytest.approx(hits / sum(sizes))
+    assert trained["final_global_accuracy"] > untrained["final_global_accuracy"] + 0.1
