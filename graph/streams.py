@@ -14,7 +14,7 @@ the model, then the 200 steps, at every level) draws:
   the generator state right after the initialisation: nothing re-seeds in between.
 
 :func:`official_init_` redraws a fedticket model's weights in that order from ``seed`` and
-returns the generator state the training must start from; the models draw their dropout with
+returns the (CPU) generator state the training must start from, as the sweep runs on CPU; the models draw their dropout with
 ``F.dropout`` when ``torch_dropout`` is set. With ``rng: official`` (``graph.config``) a sweep
 does both and trains level by level (the batched fast path draws its own masks). The floating-point
 sums still differ (torch_sparse's products there, CSR products here), so runs are close, not
