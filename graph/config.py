@@ -120,6 +120,7 @@ class GraphConfig:
     methods: list[str] = field(default_factory=lambda: ["teddy"], metadata=_free("any of teddy, ugs, random; the dense model is always trained"))
     seeds: list[int] = field(default_factory=lambda: [0], metadata=_free("one full sweep per seed; summary reports mean ± std"))
     torch_threads: int | None = field(default=None, metadata={**_free("torch CPU threads (null: torch's default; 1 is fastest on a busy machine); the FL side's sim.torch_threads"), "ge": 1})
+    rng: Literal["fedticket", "official"] = field(default="fedticket", metadata=_h("random streams: fedticket (its own Glorot draw, 16-bit dropout, fast batched path) or official (the TEDDY code's draws for the same seed: weights as its PyG/torch modules draw them, F.dropout from the state after the init, level by level; gcn and gin; graph/streams.py)"))
     batch_levels: bool = field(default=True, metadata=_free("train TEDDY's levels of a seed (and its dense teacher) together in one loop with faster sparse products (graph/batched.py; GCN with teddy.weight_scope global, else level by level): the same runs to float rounding, several times faster"))
     save_masks: bool = field(default=True, metadata=_free("save each level's weight mask and edge mask (safetensors)"))
     output_dir: str | None = field(default=None, metadata=_free("results folder (--out overrides; null: runs/graph/<name>-<time>), as on the FL side"))
@@ -152,6 +153,9 @@ class GraphConfig:
                                   f"choose from {', '.join(METHODS)} (dense always runs)")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"config key 'methods' lists a method twice: {self.methods}")
+        if self.rng == "official" and self.model.name not in ("gcn", "gin"):
+            raise ConfigError(f"rng: official reproduces the TEDDY code's streams for gcn and gin, "
+                              f"not {self.model.name} (its GAT is 8 x 512 wide); use rng: fedticket")
         if not self.seeds:
             raise ConfigError("config key 'seeds' is empty; give at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):

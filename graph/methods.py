@@ -8,6 +8,8 @@ those already done) and yields one row per level it runs. Adding a method is a f
 Every method trains through :meth:`SeedContext.train`, which rewinds the model to θ0 and
 re-seeds torch before each run, as the TEDDY code does (``setup_seed(seed)`` before building
 the model at every level): a level's number does not depend on which other levels ran before it.
+With ``rng: official`` it restores the generator state the TEDDY code has right after its init
+draws instead (``graph.streams``), the same at every level.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class SeedContext:
     mask_dir: Path | None = None
     progress: bool = False
     teacher: TrainResult | None = None  # the dense run (TEDDY's teacher), set by ``dense``
+    # rng: official: the generator state right after the TEDDY code's init draws, where its
+    # training starts (graph/streams.py); None: torch.manual_seed(seed) before every run
+    train_rng: Tensor | None = None
 
     def todo(self, method: str) -> list[Level]:
         return [lv for lv in self.levels if (method, lv.level) not in self.done]
@@ -61,7 +66,10 @@ class SeedContext:
     def train(self, edge_index: Tensor, desc: str, **kw) -> TrainResult:
         cfg = self.cfg
         self.model.load_state_dict(self.init_state)
-        torch.manual_seed(self.seed)
+        if self.train_rng is not None:
+            torch.set_rng_state(self.train_rng)
+        else:
+            torch.manual_seed(self.seed)
         return train_node_classifier(self.model, self.x, self.data, edge_index,
                                      epochs=cfg.train.epochs, lr=cfg.train.lr,
                                      weight_decay=cfg.train.weight_decay,

@@ -84,6 +84,7 @@ class GCN(nn.Module):
         self.conv1 = GCNLayer(in_dim, hidden)
         self.conv2 = GCNLayer(hidden, out_dim)
         self.dropout = dropout
+        self.torch_dropout = False  # True: F.dropout's draw, the TEDDY code's (graph.streams)
         self._adj = AdjacencyCache()
 
     def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
@@ -98,7 +99,7 @@ class GCN(nn.Module):
         else:
             ei, norm = normalized_adjacency(edge_index, edge_weight, n, dtype)
         h = F.relu(self.conv1(x, ei, norm, n, adj))
-        h = dropout(h, self.dropout, self.training)
+        h = _hidden_dropout(self, h, self.training)
         return self.conv2(h, ei, norm, n, adj)
 
     def forward_shared(self, x, edge_index: Tensor, edge_weight: Tensor | None = None):
@@ -116,7 +117,7 @@ class GCN(nn.Module):
         h = F.relu(self.conv1(x, None, None, n, adj))
         with torch.no_grad():
             ev = adj.a @ F.linear(h.detach(), self.conv2.weight)
-        return self.conv2(dropout(h, self.dropout, True), None, None, n, adj), ev
+        return self.conv2(_hidden_dropout(self, h, True), None, None, n, adj), ev
 
 
 def normalized_adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
@@ -254,6 +255,7 @@ class GIN(nn.Module):
         self.mlp = nn.Parameter(torch.empty(out_dim, hidden))
         _INITS[init](self.mlp)
         self.dropout = dropout
+        self.torch_dropout = False
         self._adj = AdjacencyCache()
 
     def forward(self, x, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
@@ -264,7 +266,7 @@ class GIN(nn.Module):
             adj = self._adj.get(edge_index, edge_weight, lambda: FixedAdjacency(
                 ei, ew, n, self.conv1.weight.dtype))
         h1 = F.relu(self.conv1(x, ei, ew, n, adj))
-        h2 = F.relu(self.conv2(dropout(h1, self.dropout, self.training), ei, ew, n, adj))
+        h2 = F.relu(self.conv2(_hidden_dropout(self, h1, self.training), ei, ew, n, adj))
         return (F.linear(h1, self.mlp) + h2) / 2
 
     def forward_shared(self, x, edge_index: Tensor, edge_weight: Tensor | None = None):
@@ -302,6 +304,15 @@ def dropout(h: Tensor, p: float, training: bool) -> Tensor:
                          device=h.device).view(torch.int16)[:n].view(h.shape)
     keep = bits >= (int(round(p * 65536)) - 32768)
     return (h * keep).mul_(1.0 / (1.0 - p))  # (masked_fill and where are slower on CPU)
+
+
+def _hidden_dropout(model: nn.Module, h: Tensor, training: bool) -> Tensor:
+    """The hidden layer's dropout: :func:`dropout` or, with ``model.torch_dropout``,
+    ``F.dropout`` (one float per entry from torch's generator: the TEDDY code's draw, so a run
+    seeded like it sees its masks; ``graph.streams``)."""
+    if getattr(model, "torch_dropout", False):
+        return F.dropout(h, model.dropout, training)
+    return dropout(h, model.dropout, training)
 
 
 def _input_dropout(x, p: float, training: bool):

@@ -41,6 +41,11 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
     torch.manual_seed(seed)
     model = build_model(cfg.model.name, data.num_features, num_classes, cfg.model.hidden,
                         cfg.model.heads, cfg.model.dropout)
+    train_rng = None
+    if cfg.rng == "official":  # the TEDDY code's draws for this seed (graph/streams.py)
+        from graph.streams import official_init_
+
+        train_rng = official_init_(model, seed)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     num_weights = sum(p.numel() for p in prunable_parameters(model).values())
     upairs = undirected_pairs(data.edge_index, data.num_nodes)
@@ -48,7 +53,8 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
     wanted = {k for k, _, _ in schedule}
     ctx = SeedContext(cfg, data, x, seed, model, init_state, upairs,
                       [lv for lv in all_levels if lv.level in wanted], all_levels,
-                      dense_level(upairs.num_pairs, num_weights), set(done or ()), mask_dir, progress)
+                      dense_level(upairs.num_pairs, num_weights), set(done or ()), mask_dir, progress,
+                      train_rng=train_rng)
     rows: list[LevelRow] = []
 
     def emit(row: LevelRow) -> None:
@@ -60,7 +66,9 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
             level_bar.set_postfix(method=row.method, level=row.level, test=f"{row.test_accuracy:.3f}")
 
     need_teacher = "teddy" in cfg.methods and bool(ctx.todo("teddy"))
-    fast = "teddy" in cfg.methods and cfg.batch_levels and batched.supports(cfg)
+    # the batched loop draws its own dropout masks, so the official streams go level by level
+    fast = ("teddy" in cfg.methods and cfg.batch_levels and batched.supports(cfg)
+            and train_rng is None)
     if ("dense", 0) not in ctx.done or need_teacher:
         # a batched TEDDY sweep trains its teacher with the batched loop's products too
         for row in (batched.run_dense_batched if fast else REGISTRY["dense"])(ctx):
