@@ -173,8 +173,8 @@ def test_held_downlink_changes_bytes_not_results_and_summary_counts_them(tiny, t
 
     runs = {}
     for ref in ("ticket", "held"):
-        cfg = tiny("method=signscore", "rounds=4", "num_clients=4", "clients_per_round=2",
-                   "eval.personal_every=2", "server.checkpoint=false",
+        cfg = tiny("method=signscore", "rounds=3", "num_clients=3", "clients_per_round=2",
+                   "eval.personal_every=3", "server.checkpoint=false",
                    "signscore.uplink_coding=entropy", "signscore.downlink_coding=entropy",
                    f"signscore.downlink_reference={ref}")
         runs[ref] = run_in_process(cfg, tmp_path / ref)

@@ -25,9 +25,12 @@ docs/fl.md, "SignScore"). SignScore changes three things, each an option:
 Below 1 bit (``signscore.uplink_coding`` / ``downlink_coding: entropy``, issue 10 target 3): a
 client's signs are range-coded against the global signs it was sent this round (both sides hold
 them; most signs do not flip), with the seed of its stochastic draw in the payload so the
-coder models each flip by the uniform it was drawn with, the global signs against the ticket's all-+1 signs (every client
-holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
-kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
+coder models each flip by the uniform it was drawn with. The global signs go to each node coded
+against the last global that node trained from (its client keeps it in Context.state), or
+against the ticket's all-+1 signs when that is smaller or the node holds nothing the server can
+be sure of (:class:`HeldDownlink`, ``signscore.downlink_reference``; payload kind
+``fedticket.rbits`` names its reference). ``fedticket.core.entropy``; exact decode, a damaged
+payload is a rejected reply, one coded against a reference the client lacks is refused.
 
 Downlink: the signs of the server score, 1 bit per kept weight. ``signscore.downlink_levels: k``
 adds |score| on k bit-planes (payload kind ``fedticket.slevels``) and the clients start their
