@@ -37,6 +37,9 @@ _EXTRA = struct.Struct("<HI")            # quantized p, crc32 of the packed delt
 EXTRA_BYTES = _EXTRA.size
 _DITHER = struct.Struct("<QB")          # dither seed, number of c-bins (then bins x uint16)
 _FLAG_NONE, _FLAG_ALL, _FLAG_DITHER = 1, 2, 4   # no flip / every entry flipped: no body
+_FLAG_CONTEXT = 8                       # one p per context class (classes given by both sides)
+_CONTEXTS = struct.Struct("<H")         # number of context classes (then classes x uint16)
+MAX_CONTEXTS = 4096
 _Q = 1 << 16
 DEFAULT_BINS = 32
 
@@ -59,12 +62,25 @@ def _as_bool(x: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
     return arr.reshape(-1)
 
 
+def _as_context(context, n: int) -> tuple[np.ndarray, int]:
+    ctx = np.asarray(context.numpy() if isinstance(context, torch.Tensor) else context).reshape(-1)
+    if ctx.size != n or ctx.dtype.kind not in "iu":
+        raise ValueError(f"context must be {n} integer class ids, got {ctx.size} of {ctx.dtype}")
+    k = int(ctx.max()) + 1 if n else 1
+    if n and (int(ctx.min()) < 0 or k > MAX_CONTEXTS):
+        raise ValueError(f"context class ids must be in [0, {MAX_CONTEXTS})")
+    return ctx.astype(np.int64), k
+
+
 def encode_delta(bits, reference, dither_seed: int | None = None,
-                 bins: int = DEFAULT_BINS) -> bytes:
+                 bins: int = DEFAULT_BINS, context=None) -> bytes:
     """``bits`` coded against ``reference`` (same length, bool); decode with :func:`decode_delta`.
 
     ``dither_seed``: the bits were drawn as ``dither(dither_seed, n) < p``; the coder then models
-    each flip by its dither bin (see the module docstring). Any bits decode exactly either way.
+    each flip by its dither bin (see the module docstring). ``context``: one integer class per
+    entry that the receiver can compute too (a layer, whether the reference differs from the
+    ticket); the coder then measures one flip frequency per class (``uint16`` each in the
+    header), so the cost falls from H(flip) to H(flip | class). Any bits decode exactly.
     """
     b, ref = _as_bool(bits, "bits"), _as_bool(reference, "reference")
     if b.size != ref.size:
@@ -72,6 +88,16 @@ def encode_delta(bits, reference, dither_seed: int | None = None,
     delta = b ^ ref
     n, ones = int(delta.size), int(delta.sum())
     crc = zlib.crc32(pack_bits(delta))
+    if context is not None and dither_seed is not None:
+        raise ValueError("give a dither seed or a context, not both")
+    if context is not None and 0 < ones < n:
+        ctx, k = _as_context(context, n)
+        count = np.bincount(ctx, minlength=k)
+        flips = np.bincount(ctx, weights=delta, minlength=k)
+        q = np.clip(np.round(flips / np.maximum(count, 1) * _Q), 1, _Q - 1).astype("<u2")
+        head = (pack_header(MAGIC, n, _FLAG_CONTEXT) + _EXTRA.pack(0, crc) + _CONTEXTS.pack(k)
+                + q.tobytes())
+        return head + _range_code(delta, q[ctx].astype(np.float64) / _Q)
     if dither_seed is not None and 0 < ones < n:
         if not 1 <= bins <= 255:
             raise ValueError(f"bins={bins} must be in [1, 255]")
@@ -125,8 +151,10 @@ def _decode_canonical(body: bytes, p: np.ndarray) -> np.ndarray:
     return delta
 
 
-def decode_delta(payload: bytes, reference, expected_n: int | None = None) -> torch.Tensor:
-    """Inverse of :func:`encode_delta`: the flat bool vector; ValueError naming what is wrong."""
+def decode_delta(payload: bytes, reference, expected_n: int | None = None,
+                 context=None) -> torch.Tensor:
+    """Inverse of :func:`encode_delta`: the flat bool vector; ValueError naming what is wrong.
+    ``context``: the same classes the encoder was given (needed only by a context payload)."""
     ref = _as_bool(reference, "reference")
     flags, n, rest = read_header(bytes(payload), MAGIC, "coded-bit")
     if expected_n is not None and n != expected_n:
@@ -138,9 +166,25 @@ def decode_delta(payload: bytes, reference, expected_n: int | None = None) -> to
                          f"its {HEADER_BYTES + EXTRA_BYTES}-byte header")
     q, crc = _EXTRA.unpack_from(rest)
     body = rest[EXTRA_BYTES:]
-    if flags not in (0, _FLAG_NONE, _FLAG_ALL, _FLAG_DITHER):
+    if flags not in (0, _FLAG_NONE, _FLAG_ALL, _FLAG_DITHER, _FLAG_CONTEXT):
         raise ValueError(f"coded-bit payload has unknown flags {flags:#x}")
-    if flags == _FLAG_DITHER:
+    if flags == _FLAG_CONTEXT:
+        if context is None:
+            raise ValueError("coded-bit payload uses a context model, but the receiver gave "
+                             "no context classes")
+        ctx, k = _as_context(context, n)
+        if len(body) < _CONTEXTS.size:
+            raise ValueError("coded-bit payload too short for its context header")
+        (kk,) = _CONTEXTS.unpack_from(body)
+        if not 1 <= kk <= MAX_CONTEXTS or k > kk or len(body) < _CONTEXTS.size + 2 * kk:
+            raise ValueError(f"coded-bit payload has {kk} context classes, the receiver's "
+                             f"context needs {k}, or it is too short for them")
+        qs = np.frombuffer(body[_CONTEXTS.size:_CONTEXTS.size + 2 * kk], dtype="<u2")
+        body = body[_CONTEXTS.size + 2 * kk:]
+        if (qs == 0).any():
+            raise ValueError("coded-bit payload has a class probability of 0")
+        delta = _decode_canonical(body, qs[ctx].astype(np.float64) / _Q)
+    elif flags == _FLAG_DITHER:
         if len(body) < _DITHER.size:
             raise ValueError("coded-bit payload too short for its dither header")
         seed, bins = _DITHER.unpack_from(body)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
@@ -39,6 +40,7 @@ from fedticket.fl.model import evaluate, user_ticket
 
 STATE_SETUP = "fedticket.setup"
 STATE_LOCAL = "fedticket.local"
+STATE_GLOBAL = "fedticket.global"   # the last global signs this node trained from + their round
 
 
 def message_round(msg: Message) -> int:
@@ -62,6 +64,26 @@ def context_local_state(context: Context, kept: int) -> torch.Tensor | None:
     return wire.decode_floats_array(context.state.array_records[STATE_LOCAL]["scores"], kept)
 
 
+def context_held_global(context: Context, kept: int) -> tuple[int, torch.Tensor] | None:
+    """(round, signs) of the last global this node trained from, if it kept one; a damaged or
+    foreign entry counts as none (the server's payload then names a reference it cannot have)."""
+    if STATE_GLOBAL not in context.state.array_records:
+        return None
+    rec = context.state.array_records[STATE_GLOBAL]
+    try:
+        r = int(np.frombuffer(bytes(rec["round"].data), dtype="<u4")[0])
+        return r, wire.decode_bits_array(rec["signs"], kept)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def keep_global(context: Context, server_round: int, signs: torch.Tensor) -> None:
+    """Remember the global this node trains from: the server may code the next one against it."""
+    context.state[STATE_GLOBAL] = ArrayRecord({
+        "signs": wire.bits_array(signs),
+        "round": wire.raw_array(np.asarray([server_round], dtype="<u4").tobytes(), "fedticket.u32")})
+
+
 def train_reply(msg: Message, context: Context, cfg, ticket, partition_id: int, x, y,
                 local: torch.Tensor | None, t0: float,
                 on_state: Callable[[int, torch.Tensor], None] | None = None) -> Message:
@@ -70,7 +92,11 @@ def train_reply(msg: Message, context: Context, cfg, ticket, partition_id: int, 
     method = make_method(cfg, ticket)
     learner = method.learner(partition_id, local)
     global_array = wire.get_array(msg.content, protocol.GLOBAL)
+    learner.held_global = context_held_global(context, ticket.kept)
     learner.load_global(global_array)
+    held = learner.global_to_keep()
+    if held is not None:
+        keep_global(context, server_round, held)
     t_train = time.perf_counter()
     loss, steps = learner.train(x, attack.poison_labels(cfg, partition_id, y), server_round)
     t_train = time.perf_counter() - t_train
@@ -89,10 +115,12 @@ def train_reply(msg: Message, context: Context, cfg, ticket, partition_id: int, 
                                protocol.METRICS: metrics}), reply_to=msg)
 
 
-def evaluate_reply(msg: Message, cfg, ticket, partition_id: int, local, x, y, xv, yv) -> Message:
+def evaluate_reply(msg: Message, cfg, ticket, partition_id: int, local, x, y, xv, yv,
+                   held: tuple[int, torch.Tensor] | None = None) -> Message:
     """Personalised accuracy: the global payload (+ optional local steps) on held-out data."""
     server_round = message_round(msg)
     learner = make_method(cfg, ticket).learner(partition_id, local)
+    learner.held_global = held
     learner.load_global(wire.get_array(msg.content, protocol.GLOBAL))
     if cfg.eval.personalize_steps > 0:
         learner.train(x, y, server_round + 100_000, max_steps=cfg.eval.personalize_steps,
@@ -167,7 +195,8 @@ class TicketClient:
         cfg, ticket, pid, local = self.session(msg, context)
         x, y = as_tensors(train_data)
         xv, yv = as_tensors(val_data)
-        return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv)
+        return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv,
+                              context_held_global(context, ticket.kept))
 
 
 def query_reply(msg: Message, context: Context) -> Message:

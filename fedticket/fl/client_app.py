@@ -26,8 +26,10 @@ from fedticket.core import tensorfile
 from fedticket.core.mask import Mask
 from fedticket.fl import protocol, secagg_wire
 from fedticket.fl.client import (  # noqa: F401  (STATE_*: where a node keeps what, re-exported)
+    STATE_GLOBAL,
     STATE_LOCAL,
     STATE_SETUP,
+    context_held_global,
     context_local_state,
     evaluate_reply,
     message_round,
@@ -202,4 +204,5 @@ def evaluate_personal(msg: Message, context: Context) -> Message:
     """Personalised accuracy: global mask (+ optional local steps) on the held-out split."""
     cfg, ticket, pid, root, local = _session(msg, context)
     x, y, xv, yv = _client_data(cfg, root, pid, context)
-    return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv)
+    return evaluate_reply(msg, cfg, ticket, pid, local, x, y, xv, yv,
+                          context_held_global(context, ticket.kept))

@@ -151,6 +151,11 @@ class SignScoreConfig:
     downlink_coding: Literal["packed", "entropy"] = _f(
         "packed", "signscore: packed = 1 bit per kept weight; entropy = the global signs "
                   "range-coded against the ticket's signs (all +1), which every client holds.")
+    downlink_reference: Literal["held", "ticket"] = _f(
+        "held", "signscore with downlink_coding=entropy: held = each node's global signs coded "
+                "against the last global it trained from (kept in its Context.state) when that "
+                "is smaller, else against the ticket (one message per node); ticket = one "
+                "message for all, coded against the ticket.")
 
 
 

@@ -193,6 +193,8 @@ def secure_train_round(ts, grid, server_round: int, arrays, timeout: float):
     replied = ({proxy.node_id for proxy, _ in adapter.result[1]}
                if adapter.result is not None else set())
     ts.members.has_setup.update(replied)
+    ts.method.delivered(server_round, list(ts._expected.values()),
+                        [ts._expected[n] for n in replied if n in ts._expected])
     for node, why in counting.rejected.items():
         stats.rejected += 1
         log.warning("round %d: rejected the masked vector of client %d: %s", server_round,

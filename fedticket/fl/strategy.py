@@ -90,7 +90,10 @@ class TicketStrategy(Strategy):
         for pid in pids:
             node = self.members.nodes[pid]
             setup = None if node in has_setup else self._setup
-            content = protocol.server_message(arrays, server_round, pid, self.run_key,
+            payload = arrays[protocol.PAYLOAD]
+            own = self.method.downlink(pid, server_round, payload, mtype == MessageType.TRAIN)
+            content = protocol.server_message(arrays if own is payload else wire.record(own),
+                                              server_round, pid, self.run_key,
                                               self.history.completed_round, setup,
                                               assigned=bool(self.members.assign))
             count_downlink(stats, content,
@@ -136,6 +139,7 @@ class TicketStrategy(Strategy):
             count_reply(stats, metrics, nbytes)
             updates.append(update)
             weights.append(int(metrics[protocol.NUM_EXAMPLES]))
+        self.method.delivered(server_round, list(self._expected.values()), pids)
         for node in got.silent:
             stats.missing.append(self.members.lost(
                 node, server_round, "sent no training reply within "

@@ -10,6 +10,10 @@ A payload is one Flower ``Array`` of raw bytes (``dtype="uint8"``, our own ``sty
 * ``fedticket.dbits`` core's :func:`~fedticket.core.entropy.encode_delta`: bits range-coded
   against a reference both sides hold (below 1 bit per entry when few differ). SignScore's
   ``uplink_coding`` / ``downlink_coding: entropy``.
+* ``fedticket.rbits`` a ``dbits`` payload that names its reference: the ticket, or the global
+  signs of round R that this one receiver holds (+ the CRC-32 of those reference bits), so a
+  receiver holding something else refuses it instead of decoding it wrong. SignScore's per-node
+  downlink (``signscore.downlink_reference: held``).
 
 Everything a receiver reads is validated (kind, length, header, finiteness); a bad payload raises
 :class:`MalformedPayload` whose message is the reason the server logs when it drops a reply.
@@ -18,16 +22,30 @@ Byte counts are ``len(array.data)`` summed over the ArrayRecords actually sent o
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from fedticket.core.codec import decode_bits, encode_bits, pack_header, read_header
+from fedticket.core.codec import (
+    HEADER_BYTES,
+    decode_bits,
+    encode_bits,
+    pack_bits,
+    pack_header,
+    read_header,
+)
 
 BITS = "fedticket.bits"
 F32 = "fedticket.f32"
 CODED_BITS = "fedticket.dbits"
+REF_BITS = "fedticket.rbits"
 _F32_MAGIC = b"FF"
+_REF_MAGIC = b"FR"
+_REF = struct.Struct("<II")   # reference round, CRC-32 of the packed reference bits
+_REF_HELD = 1                 # header flag: the reference is a held global, not the ticket
 
 
 class MalformedPayload(ValueError):
@@ -90,6 +108,71 @@ def decode_coded_bits_array(array, n: int, reference: torch.Tensor) -> torch.Ten
     data = _check_array(array, CODED_BITS)
     try:
         return decode_delta(data, reference.reshape(-1).bool(), expected_n=n)
+    except ValueError as e:
+        raise MalformedPayload(str(e)) from None
+
+
+def reference_crc(reference: torch.Tensor) -> int:
+    """CRC-32 of the packed reference bits: what a ``rbits`` payload checks its receiver holds."""
+    return zlib.crc32(pack_bits(torch.as_tensor(reference).reshape(-1).bool()))
+
+
+def referenced_bits_array(bits: torch.Tensor, reference: torch.Tensor,
+                          held_round: int | None) -> Array:
+    """``bits`` range-coded against ``reference``: the ticket's signs (``held_round=None``) or
+    the global signs of round ``held_round`` the receiver holds; the payload names which."""
+    from fedticket.core.entropy import encode_delta
+
+    ref = torch.as_tensor(reference).reshape(-1).bool()
+    flags, r = (0, 0) if held_round is None else (_REF_HELD, int(held_round))
+    blob = (pack_header(_REF_MAGIC, ref.numel(), flags) + _REF.pack(r, reference_crc(ref))
+            + encode_delta(torch.as_tensor(bits).reshape(-1).bool(), ref))
+    return Array(dtype="uint8", shape=(len(blob),), stype=REF_BITS, data=blob)
+
+
+def reference_of(array, n: int) -> tuple[int | None, int]:
+    """(held round or None for the ticket, reference CRC) a ``rbits`` payload is coded against."""
+    data = _check_array(array, REF_BITS)
+    try:
+        flags, count, body = read_header(data, _REF_MAGIC, "referenced-bit")
+    except ValueError as e:
+        raise MalformedPayload(str(e)) from None
+    if count != n:
+        raise MalformedPayload(f"referenced-bit payload carries {count} bits, expected {n}")
+    if flags not in (0, _REF_HELD) or len(body) < _REF.size:
+        raise MalformedPayload("referenced-bit payload: unknown flags or a truncated header")
+    r, crc = _REF.unpack_from(body)
+    return (r if flags == _REF_HELD else None), crc
+
+
+def decode_referenced_bits_array(array, n: int, ticket: torch.Tensor,
+                                 held: tuple[int, torch.Tensor] | None) -> torch.Tensor:
+    """Flat bool tensor of a ``rbits`` payload; ``held``: (round, signs) the receiver holds.
+
+    A payload coded against something this receiver does not hold (no held signs, another
+    round, or the same round with other bits) is a MalformedPayload, never a wrong decode.
+    """
+    from fedticket.core.entropy import decode_delta
+
+    r, crc = reference_of(array, n)
+    if r is None:
+        ref = ticket
+    elif held is None:
+        raise MalformedPayload(f"payload coded against the global of round {r}, but this "
+                               "client holds no earlier global (its state is missing); the "
+                               "server must send it coded against the ticket")
+    elif int(held[0]) != r:
+        raise MalformedPayload(f"payload coded against the global of round {r}, but this "
+                               f"client holds the one of round {int(held[0])}")
+    else:
+        ref = held[1]
+    ref = torch.as_tensor(ref).reshape(-1).bool()
+    if ref.numel() != n or reference_crc(ref) != crc:
+        raise MalformedPayload("payload coded against a reference whose CRC-32 does not match "
+                               "what this client holds (another run or a damaged state)")
+    data = bytes(array.data)[HEADER_BYTES + _REF.size:]
+    try:
+        return decode_delta(data, ref, expected_n=n)
     except ValueError as e:
         raise MalformedPayload(str(e)) from None
 

@@ -105,3 +105,36 @@ def test_dithered_stochastic_bits_round_trip_and_cost_less_than_the_plain_model(
         decode_delta(bytes(damaged), ref)
     with pytest.raises(ValueError, match="too short"):
         decode_delta(dithered[:HDR + 5], ref)
+
+
+def test_context_model_round_trips_and_costs_the_conditional_entropy():
+    # two classes with very different flip rates: one p for all pays H(mean), classes pay less
+    n = 40_000
+    rng = np.random.default_rng(3)
+    ctx = (rng.random(n) < 0.3).astype(np.int64)
+    ref = torch.from_numpy(rng.random(n) < 0.5)
+    flip = np.where(ctx == 1, rng.random(n) < 0.4, rng.random(n) < 0.01)
+    bits = ref ^ torch.from_numpy(flip)
+    coded = encode_delta(bits, ref, context=ctx)
+    assert torch.equal(decode_delta(coded, ref, expected_n=n, context=ctx), bits)
+    plain = encode_delta(bits, ref)
+    cond = sum((ctx == c).sum() * entropy_bits_per_entry(float(flip[ctx == c].mean()))
+               for c in (0, 1)) / 8
+    assert len(coded) < 0.75 * len(plain)
+    assert cond <= len(coded) - HDR <= cond * 1.02 + 16
+
+
+def test_context_payload_needs_the_receivers_classes_and_refuses_other_ones():
+    n = 5000
+    rng = np.random.default_rng(4)
+    ctx = rng.integers(0, 3, n)
+    bits, ref = _pair(n, 0.1, seed=5)
+    coded = encode_delta(bits, ref, context=ctx)
+    with pytest.raises(ValueError, match="no context classes"):
+        decode_delta(coded, ref)
+    with pytest.raises(ValueError, match="context classes"):
+        decode_delta(coded, ref, context=ctx + 5)       # more classes than the payload has
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_delta(coded, ref, context=(ctx + 1) % 3)  # other classes: never a wrong decode
+    with pytest.raises(ValueError, match="integer class ids"):
+        encode_delta(bits, ref, context=np.zeros(n - 1, dtype=np.int64))

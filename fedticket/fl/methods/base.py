@@ -39,6 +39,10 @@ def plain_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 class Learner:
     """Client half: the global payload in, local training, one payload out."""
 
+    # (round, signs) of the last global this node trained from (its Context.state), set by the
+    # client before load_global: a method whose server codes per node may code against it
+    held_global: tuple[int, torch.Tensor] | None = None
+
     def __init__(self, cfg, ticket: Ticket, partition_id: int,
                  local_state: torch.Tensor | None = None):
         self.cfg = cfg
@@ -82,6 +86,10 @@ class Learner:
         """State that must outlive the round (kept in the node's Context.state), or None."""
         return None
 
+    def global_to_keep(self) -> torch.Tensor | None:
+        """Bits of the loaded global the node keeps as its ``held_global`` (None: nothing)."""
+        return None
+
 
 class Method:
     """Server half and payload kind of one method; ``learner`` builds its client half.
@@ -115,6 +123,15 @@ class Method:
     # ---- server -----------------------------------------------------------------------------
     def on_broadcast(self, server_round: int, array: Array) -> None:
         """The global payload sent to this round's clients (a coded uplink is relative to it)."""
+
+    def downlink(self, partition_id: int, server_round: int, array: Array, train: bool) -> Array:
+        """The payload one node gets for the global ``array`` (default: the same for all; a
+        method may code it against what that node holds)."""
+        return array
+
+    def delivered(self, server_round: int, sent: Sequence[int], acked: Sequence[int]) -> None:
+        """This round's train messages went to ``sent``; ``acked`` replied with a valid update
+        (so they hold what they were sent). Default: nothing to remember."""
 
     def initial_global(self) -> Array:
         raise NotImplementedError

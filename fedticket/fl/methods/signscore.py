@@ -25,9 +25,12 @@ docs/fl.md, "SignScore"). SignScore changes three things, each an option:
 Below 1 bit (``signscore.uplink_coding`` / ``downlink_coding: entropy``, issue 10 target 3): a
 client's signs are range-coded against the global signs it was sent this round (both sides hold
 them; most signs do not flip), with the seed of its stochastic draw in the payload so the
-coder models each flip by the uniform it was drawn with, the global signs against the ticket's all-+1 signs (every client
-holds them from its setup, however many rounds it missed). ``fedticket.core.entropy``; payload
-kind ``fedticket.dbits``; exact decode, a damaged payload is a rejected reply.
+coder models each flip by the uniform it was drawn with. The global signs go to each node coded
+against the last global that node trained from (its client keeps it in Context.state), or
+against the ticket's all-+1 signs when that is smaller or the node holds nothing the server can
+be sure of (:class:`HeldDownlink`, ``signscore.downlink_reference``; payload kind
+``fedticket.rbits`` names its reference). ``fedticket.core.entropy``; exact decode, a damaged
+payload is a rejected reply, one coded against a reference the client lacks is refused.
 
 Downlink: the signs of the server score, 1 bit per kept weight. ``signscore.downlink_levels: k``
 adds |score| on k bit-planes (payload kind ``fedticket.slevels``) and the clients start their
@@ -46,6 +49,7 @@ import torch
 from flwr.app import Array
 
 from fedticket.core import entropy
+from fedticket.core.codec import pack_bits, unpack_bits
 from fedticket.core.supermask import kaiming_score_bound
 from fedticket.fl import wire
 from fedticket.fl.methods.base import client_seed, plain_copy
@@ -240,8 +244,14 @@ def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None
     return wire.bits_array(bits)
 
 
-def decode_signs(array, n: int, reference: torch.Tensor | None) -> torch.Tensor:
-    """Either kind by its ``stype`` (a coded payload needs ``reference``); MalformedPayload."""
+def decode_signs(array, n: int, reference: torch.Tensor | None,
+                 held: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Any sign kind by its ``stype`` (a coded payload needs ``reference``, a referenced one
+    the ticket's signs as ``reference`` and what the receiver ``held``); MalformedPayload."""
+    if getattr(array, "stype", None) == wire.REF_BITS:
+        if reference is None:
+            raise wire.MalformedPayload("referenced sign payload, but no ticket signs")
+        return wire.decode_referenced_bits_array(array, n, reference, held)
     if getattr(array, "stype", None) == wire.CODED_BITS:
         if reference is None:
             raise wire.MalformedPayload("coded sign payload, but no reference signs to decode "
@@ -250,14 +260,68 @@ def decode_signs(array, n: int, reference: torch.Tensor | None) -> torch.Tensor:
     return wire.decode_bits_array(array, n)
 
 
+class HeldDownlink:
+    """The server's side of the per-node downlink (``signscore.downlink_reference: held``).
+
+    A node that replied with a valid update in round r holds round r's global signs (its client
+    keeps them in Context.state before training). Its next message is coded against them when
+    that is smaller than against the ticket, and says which (``fedticket.rbits``); a node never
+    seen, or one that was sent a message and gave no valid reply (it may or may not hold it),
+    gets the ticket-coded one, which every client can decode. The table is not checkpointed: a
+    resumed run is a new Flower run whose clients start with an empty Context.state.
+
+    Cost on the server: one packed copy of the global signs per round some node still holds
+    (at most one per round, fewer as nodes are resampled) and one encode per reference round
+    in use this phase (nodes holding the same round share the payload).
+    """
+
+    def __init__(self, ticket_signs: torch.Tensor):
+        self.ticket = ticket_signs
+        self.held: dict[int, int] = {}                  # partition id -> round it holds
+        self.globals: dict[int, bytes] = {}            # round -> its global signs, packed
+        self._cache: dict[tuple, Array] = {}
+
+    def broadcast(self, server_round: int, signs: torch.Tensor) -> None:
+        live = set(self.held.values())
+        self.globals = {r: g for r, g in self.globals.items() if r in live}
+        self.globals[server_round] = pack_bits(signs)
+        self._cache = {}
+
+    def payload(self, partition_id: int, signs_of, train: bool) -> Array:
+        """This node's payload for the global ``signs_of()`` (train: this round's broadcast;
+        evaluate: the new global)."""
+        r = self.held.get(partition_id)
+        key = (train, r)
+        if key not in self._cache:
+            signs = signs_of()
+            best = wire.referenced_bits_array(signs, self.ticket, None)
+            if r is not None and r in self.globals:
+                ref = unpack_bits(self.globals[r], self.ticket.numel())
+                own = wire.referenced_bits_array(signs, ref, r)
+                best = own if len(own.data) < len(best.data) else best
+            self._cache[key] = best
+        return self._cache[key]
+
+    def delivered(self, server_round: int, sent, acked) -> None:
+        for pid in sent:
+            self.held.pop(int(pid), None)
+        for pid in acked:
+            self.held[int(pid)] = server_round
+        live = set(self.held.values()) | {server_round}
+        self.globals = {r: g for r, g in self.globals.items() if r in live}
+        self._cache = {}
+
+
 class SignScoreLearner(SupermaskLearner):
     """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
 
     _global: torch.Tensor | None = None
     _round = 1   # the round being trained (for signscore.local_lr_final)
+    _referenced = False
 
     def load_global(self, array) -> None:
         n = self.net.num_kept
+        self._referenced = getattr(array, "stype", None) == wire.REF_BITS
         ticket_signs = torch.ones(n, dtype=torch.bool)
         if getattr(array, "stype", None) == LEVELS:
             # start from the federation's confidence, not from this client's stale magnitudes
@@ -266,7 +330,7 @@ class SignScoreLearner(SupermaskLearner):
             mag = mag * float(self.cfg.signscore.local_gain)
             self.net.load_score_vector(torch.where(self._global, mag, -mag).float())
             return
-        self._global = decode_signs(array, n, ticket_signs)
+        self._global = decode_signs(array, n, ticket_signs, self.held_global)
         self.net.load_mask_bits(self._global)
 
     def optimizer(self):
@@ -278,6 +342,10 @@ class SignScoreLearner(SupermaskLearner):
     def train(self, x, y, server_round, max_steps=None, epochs=None):
         self._round = server_round
         return super().train(x, y, server_round, max_steps=max_steps, epochs=epochs)
+
+    def global_to_keep(self):
+        # only a server that codes per node needs it (it then sends the rbits kind)
+        return self._global if self._referenced else None
 
     def update(self, server_round):
         sc = self.cfg.signscore
@@ -303,6 +371,9 @@ class SignScoreMethod(HideNseekMethod):
         self._velocity: torch.Tensor | None = None
         self._sent: torch.Tensor | None = None   # the global signs this round's clients got
         self._ticket_signs = torch.ones(self.ticket.kept, dtype=torch.bool)
+        self._downlink = HeldDownlink(self._ticket_signs) if (
+            cfg.signscore.downlink_coding == "entropy" and cfg.signscore.downlink_reference == "held"
+            and not int(cfg.signscore.downlink_levels)) else None
 
     @property
     def uplink_kind(self) -> str:
@@ -322,6 +393,18 @@ class SignScoreMethod(HideNseekMethod):
 
     def on_broadcast(self, server_round, array):
         self._sent = self._signs(array)
+        if self._downlink is not None:
+            self._downlink.broadcast(server_round, self._sent)
+
+    def downlink(self, partition_id, server_round, array, train):
+        if self._downlink is None:
+            return array
+        return self._downlink.payload(
+            partition_id, (lambda: self._sent) if train else (lambda: self._signs(array)), train)
+
+    def delivered(self, server_round, sent, acked):
+        if self._downlink is not None:
+            self._downlink.delivered(server_round, sent, acked)
 
     def decode_update(self, array):
         if self.uplink_kind == wire.CODED_BITS:
