@@ -66,7 +66,8 @@ def poison_labels(cfg, partition_id: int, y: torch.Tensor) -> torch.Tensor:
 
 
 def poison_update(cfg, method, partition_id: int, server_round: int, update: Array,
-                  global_array: Array | None = None) -> Array:
+                  global_array: Array | None = None,
+                  reference: torch.Tensor | None = None) -> Array:
     """The update this client sends: the honest one, or its poisoned, well-formed version."""
     kind = cfg.attack.kind
     if kind in ("none", "label_flip") or not is_attacker(cfg, partition_id):
@@ -74,9 +75,12 @@ def poison_update(cfg, method, partition_id: int, server_round: int, update: Arr
     n = method.uplink_values
     if method.uplink_kind in (wire.BITS, wire.CODED_BITS):
         if method.uplink_kind == wire.CODED_BITS:
-            # the reference the server decodes against: the global signs of this round, read by
-            # the method's own downlink decoder (packed, coded or levels payload)
-            reference = method._signs(global_array)
+            # ``reference``: the global signs this client decoded (Learner.coding_reference), which
+            # the server decodes the uplink against; the downlink payload itself may be coded
+            # against what only this node holds, so it is not decoded a second time here
+            if reference is None:
+                raise ValueError("a range-coded uplink is poisoned against the client's global "
+                                 "signs: pass reference=learner.coding_reference()")
             bits = wire.decode_coded_bits_array(update, n, reference)
             pack = lambda b: wire.coded_bits_array(b, reference)  # noqa: E731
         else:

@@ -101,7 +101,8 @@ def train_reply(msg: Message, context: Context, cfg, ticket, partition_id: int, 
     loss, steps = learner.train(x, attack.poison_labels(cfg, partition_id, y), server_round)
     t_train = time.perf_counter() - t_train
     update = attack.poison_update(cfg, method, partition_id, server_round,
-                                  learner.update(server_round), global_array)
+                                  learner.update(server_round), global_array,
+                                  reference=learner.coding_reference())
     state = learner.local_state()
     if state is not None:
         context.state[STATE_LOCAL] = ArrayRecord({"scores": wire.floats_array(state)})

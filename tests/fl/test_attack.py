@@ -54,25 +54,21 @@ def test_sign_flip_and_random_poison_a_range_coded_uplink():
     """signscore.uplink_coding=entropy: the poisoned payload is coded against the same global
     signs, so the server decodes it (before, the attacker's client errored and simply dropped
     out of the round, which looked like a vote that survives the attack)."""
-    from fedticket.fl.methods.signscore import decode_signs, encode_signs
-
-    ticket = torch.ones(N, dtype=torch.bool)
-    g = torch.rand(N) < 0.8
-    sent = encode_signs(g, "entropy", ticket)            # the coded downlink the client got
-    coded = SimpleNamespace(uplink_kind=wire.CODED_BITS, uplink_values=N,
-                            _signs=lambda a: decode_signs(a, N, ticket))
+    g = torch.rand(N) < 0.8                              # the global signs the client decoded
+    sent = g
+    coded = SimpleNamespace(uplink_kind=wire.CODED_BITS, uplink_values=N)
     bits = torch.where(torch.rand(N) < 0.05, ~g, g)      # an honest update: few flips
     up = wire.coded_bits_array(bits, g)
     for kind in ("sign_flip", "random"):
         cfg = cfg_of(**{"method": "signscore", "attack.kind": kind, "attack.fraction": 0.3})
-        out = attack.poison_update(cfg, coded, first_attacker(cfg), 1, up, sent)
+        out = attack.poison_update(cfg, coded, first_attacker(cfg), 1, up, reference=sent)
         assert out.stype == wire.CODED_BITS
         got = wire.decode_coded_bits_array(out, N, g)
         if kind == "sign_flip":
             assert torch.equal(got, ~bits)
         else:
             assert abs(got.float().mean().item() - 0.5) < 0.05
-        assert attack.poison_update(cfg, coded, honest(cfg), 1, up, sent) is up
+        assert attack.poison_update(cfg, coded, honest(cfg), 1, up, reference=sent) is up
 
 
 def test_random_bits_are_uniform_and_independent_of_the_update():
@@ -139,6 +135,25 @@ def test_poisoned_replies_pass_the_server_and_change_the_run(tiny, tmp_path):
         assert [int(r["rejected"]) for r in got] == [0]
         assert [int(r["accepted"]) for r in got] == [int(r["accepted"]) for r in honest]
         assert got[0]["global_accuracy"] != honest[0]["global_accuracy"], name
+
+
+def test_sign_flip_on_coded_signscore_with_a_held_downlink_is_accepted_every_round(tiny, tmp_path):
+    """The quickstart's SignScore: uplink range-coded, downlink coded per node against the global
+    it holds. From round 2 a sampled node's downlink is coded against what only it holds, so the
+    attacker must poison against the signs it decoded, not decode the payload a second time
+    (it then raised, and the attacker silently dropped out of the round)."""
+    import csv
+
+    from fedticket.fl.server_app import run_in_process
+
+    out = tmp_path / "coded"
+    run_in_process(tiny("method=signscore", "rounds=3", "clients_per_round=4",
+                        "signscore.uplink_coding=entropy", "signscore.downlink_coding=entropy",
+                        "signscore.downlink_reference=held", "attack.kind=sign_flip",
+                        "attack.fraction=0.5", f"output_dir={out}"), out)
+    with open(out / "rounds.csv") as f:
+        got = [r for r in csv.DictReader(f) if int(r["round"]) > 0]
+    assert [(int(r["accepted"]), int(r["rejected"])) for r in got] == [(4, 0)] * 3
 
 
 def test_label_flip_is_refused_for_the_graph_task():

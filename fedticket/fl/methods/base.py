@@ -90,6 +90,10 @@ class Learner:
         """Bits of the loaded global the node keeps as its ``held_global`` (None: nothing)."""
         return None
 
+    def coding_reference(self) -> torch.Tensor | None:
+        """The global signs a range-coded uplink is coded against (None: the uplink is not)."""
+        return None
+
 
 class Method:
     """Server half and payload kind of one method; ``learner`` builds its client half.

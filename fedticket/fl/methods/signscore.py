@@ -343,6 +343,9 @@ class SignScoreLearner(SupermaskLearner):
         self._round = server_round
         return super().train(x, y, server_round, max_steps=max_steps, epochs=epochs)
 
+    def coding_reference(self):
+        return self._global
+
     def global_to_keep(self):
         # only a server that codes per node needs it (it then sends the rbits kind)
         return self._global if self._referenced else None
