@@ -130,15 +130,22 @@ def referenced_bits_array(bits: torch.Tensor, reference: torch.Tensor,
     return Array(dtype="uint8", shape=(len(blob),), stype=REF_BITS, data=blob)
 
 
-def reference_of(array, n: int) -> tuple[int | None, int]:
-    """(held round or None for the ticket, reference CRC) a ``rbits`` payload is coded against."""
-    data = _check_array(array, REF_BITS)
+def _counted_body(data: bytes, magic: bytes, what: str, n: int, unit: str) -> tuple[int, bytes]:
+    """(flags, body) of a payload whose header must name exactly ``n`` entries; else
+    MalformedPayload (a wrong count is another model's or a truncated payload)."""
     try:
-        flags, count, body = read_header(data, _REF_MAGIC, "referenced-bit")
+        flags, count, body = read_header(data, magic, what)
     except ValueError as e:
         raise MalformedPayload(str(e)) from None
     if count != n:
-        raise MalformedPayload(f"referenced-bit payload carries {count} bits, expected {n}")
+        raise MalformedPayload(f"{what} payload carries {count} {unit}, expected {n}")
+    return flags, body
+
+
+def reference_of(array, n: int) -> tuple[int | None, int]:
+    """(held round or None for the ticket, reference CRC) a ``rbits`` payload is coded against."""
+    flags, body = _counted_body(_check_array(array, REF_BITS), _REF_MAGIC, "referenced-bit",
+                                n, "bits")
     if flags not in (0, _REF_HELD) or len(body) < _REF.size:
         raise MalformedPayload("referenced-bit payload: unknown flags or a truncated header")
     r, crc = _REF.unpack_from(body)
@@ -179,13 +186,7 @@ def decode_referenced_bits_array(array, n: int, ticket: torch.Tensor,
 
 def decode_floats_array(array, n: int) -> torch.Tensor:
     """Flat float32 tensor of exactly ``n`` finite values, or MalformedPayload."""
-    data = _check_array(array, F32)
-    try:
-        _flags, count, body = read_header(data, _F32_MAGIC, "float")
-    except ValueError as e:
-        raise MalformedPayload(str(e)) from None
-    if count != n:
-        raise MalformedPayload(f"float payload carries {count} values, expected {n}")
+    _flags, body = _counted_body(_check_array(array, F32), _F32_MAGIC, "float", n, "values")
     if len(body) != 4 * n:
         raise MalformedPayload(f"float payload body has {len(body)} bytes, expected {4 * n}")
     v = np.frombuffer(body, dtype="<f4").astype(np.float32)
