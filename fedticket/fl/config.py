@@ -15,7 +15,8 @@ from typing import Any, Literal, Mapping
 from fedticket.config import describe, load_config, option, section, to_dict, unflatten
 from fedticket.errors import ConfigError
 
-METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore")
+METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore",
+           "signscore-care")
 DATASETS = ("fashionmnist", "mnist", "cifar10")
 PARTITIONS = ("iid", "dirichlet", "shards", "pathological")
 MODEL_NAMES = ("lenet300", "conv4", "conv6", "vgg16", "resnet18")
@@ -324,13 +325,33 @@ class GraphTaskConfig:
 
 
 @dataclass
+class SignCareConfig:
+    vote: Literal["ternary", "soft"] = _f(
+        "ternary", "signscore-care: ternary = each client votes ±1 on the signcare.keep fraction "
+                   "of its kept weights it cares most about and abstains (0) on the rest, "
+                   "range-coded; soft = diagnostic float32 uplink of its exact soft signs "
+                   "tanh(s/(T·m)) (SignScore's vote without the 1-bit draw).")
+    keep: float = _f(0.05, "signscore-care with vote=ternary: fraction of kept weights each "
+                           "client votes on per round.", gt=0, le=1)
+    care: Literal["grad", "move"] = _f(
+        "grad", "signscore-care: how much a client cares about a weight: grad = abs of its score "
+                "gradient summed over the local steps; move = abs of its local score change.")
+    server: Literal["toward", "accumulate"] = _f(
+        "toward", "signscore-care: toward = move the server score toward the mean vote "
+                  "(SignScore's step); accumulate = add the mean vote to it (votes sum over "
+                  "rounds).")
+
+
+@dataclass
 class FLConfig:
-    method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore"] = _f(
+    method: Literal["hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore",
+                    "signscore-care"] = _f(
         "signscore", "signscore (the default: stochastic 1-bit signs moving a server-held "
                      "score, see signscore.*), hidenseek (the paper's sign supermask, 1-bit "
                      "majority vote), fedavg (dense float32), fedavg-subnet (float32 of the "
                      "SynFlow-kept weights), fedpm (Bernoulli mask, Beta aggregation), "
-                     "binary-mask ({0,1} supermask, majority vote).")
+                     "binary-mask ({0,1} supermask, majority vote), signscore-care (signscore "
+                     "whose clients abstain where they care least, see signcare.*).")
     aggregation: Literal["vote", "mean_score"] = _f(
         "vote", "hidenseek / binary-mask only: vote = weighted majority vote over 1-bit masks "
                 "(ties keep the previous global bit); mean_score = ablation that uploads float32 "
@@ -352,6 +373,8 @@ class FLConfig:
     train: TrainConfig = _section(TrainConfig, "Local training.")
     fedpm: FedPMConfig = _section(FedPMConfig, "FedPM baseline settings.")
     signscore: SignScoreConfig = _section(SignScoreConfig, "SignScore method settings.")
+    signcare: SignCareConfig = _section(SignCareConfig, "signscore-care settings (signscore.* "
+                                                        "apply too).")
     attack: AttackConfig = _section(AttackConfig, "Poisoned updates (robustness experiments).")
     robust: RobustConfig = _section(RobustConfig, "Robust vote aggregation.")
     eval: EvalConfig = _section(EvalConfig, "Evaluation.")

@@ -13,6 +13,7 @@ from fedticket.fl.methods.fedavg import FedAvgMethod
 from fedticket.fl.methods.fedavg_subnet import FedAvgSubnetMethod
 from fedticket.fl.methods.fedpm import FedPMMethod
 from fedticket.fl.methods.hidenseek import HideNseekMethod
+from fedticket.fl.methods.signcare import SignCareMethod
 from fedticket.fl.methods.signscore import SignScoreMethod
 
 REGISTRY: dict[str, type[Method]] = {
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[Method]] = {
     "fedavg": FedAvgMethod,
     "fedavg-subnet": FedAvgSubnetMethod,
     "signscore": SignScoreMethod,
+    "signscore-care": SignCareMethod,
 }
 
 
