@@ -15,8 +15,9 @@ from typing import Any, Literal, Mapping
 from fedticket.config import describe, load_config, option, section, to_dict, unflatten
 from fedticket.errors import ConfigError
 
-METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore",
-           "signscore-care")
+# the vision bench methods (one configs/fl/bench_<method>.yaml each); method= also takes
+# signscore-care (issue 12's graph lever, configs/fl/*_graph.yaml)
+METHODS = ("hidenseek", "fedavg", "fedavg-subnet", "fedpm", "binary-mask", "signscore")
 DATASETS = ("fashionmnist", "mnist", "cifar10")
 PARTITIONS = ("iid", "dirichlet", "shards", "pathological")
 MODEL_NAMES = ("lenet300", "conv4", "conv6", "vgg16", "resnet18")
