@@ -59,7 +59,7 @@ from graph.fedtask import DIMS, Graph, NodeView, clients, unit_scale_rows  # noq
 from graph.models import build_model  # noqa: E402
 from graph.transforms import teddy_sparsify_edges  # noqa: E402
 
-FED_METHODS = ("signscore", "fedavg", "fedavg-subnet", "binary-mask", "hidenseek")
+FED_METHODS = ("signscore-care", "signscore", "fedavg", "fedavg-subnet", "binary-mask", "hidenseek")
 REFERENCES = ("local-only", "centralized-teddy", "centralized-signscore")
 
 
