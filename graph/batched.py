@@ -59,7 +59,7 @@ from fedticket.core.l0ball import FlatParameters, L0Ball
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import BagMatrix, FixedAdjacency, GCNOutLayer, gcn_out_kernels
+from graph.ops import BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -245,8 +245,9 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     groups = [levels[i::workers] for i in range(workers)]
     # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
     # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
-    optimizers = [torch.optim.Adam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
-                                   weight_decay=weight_decay, fused=True) for g in groups]
+    # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
+    optimizers = [FusedAdam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
+                            weight_decay=weight_decay) for g in groups]
     pool = None
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -130,6 +130,43 @@ class BagMatrix:
                                                  mode="sum", per_sample_weights=self.weights)
 
 
+class FusedAdam:
+    """``torch.optim.Adam(params, lr, weight_decay=wd, fused=True)``'s update, called directly.
+
+    The very kernel (``torch._fused_adam_``) with the very state (zero moments, a float32 step
+    counter per parameter, bumped before the kernel) that ``Adam.step`` passes it, so the
+    parameters come out bit for bit the same (``tests/graph/test_batched_kernels.py``). What it
+    skips is the Python around the kernel: ``Optimizer.step`` imports and calls
+    ``torch._dynamo`` on every step (1.3-1.9 s to load, which ``graph.defer_dynamo`` keeps off
+    the CLI's start-up) and regroups the tensors by device on every call.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        if not all(p.dtype.is_floating_point and p.device.type == "cpu" for p in self.params):
+            raise ValueError("FusedAdam covers floating-point CPU parameters")
+        self.lr, self.weight_decay, self.eps = float(lr), float(weight_decay), float(eps)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                         for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                            for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter from its ``.grad`` (all must be set)."""
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            raise ValueError("FusedAdam.step needs every parameter's .grad")
+        torch._foreach_add_(self.steps, 1)
+        torch._fused_adam_(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+                           amsgrad=False, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                           weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                           grad_scale=None, found_inf=None)
+
+
 _GCN_OUT_SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
