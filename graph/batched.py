@@ -59,7 +59,7 @@ from fedticket.core.l0ball import FlatParameters, L0Ball
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import BagMatrix, FixedAdjacency, GCNOutLayer, gcn_out_kernels
+from graph.ops import BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -201,15 +201,18 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     out_layer = GCNOutLayer(kernels) if kernels is not None and GCNOutLayer.usable(
         ones, init_state["conv2.weight"]) else None
 
-    def step(group: list[_Level], m: Tensor | None) -> None:
+    def step(group: list[_Level], mask: tuple) -> None:
         """Forward, the previous step's validation pass and backward of each level in ``group``."""
+        m, bits = mask
+        fused = out_layer is not None and (m is None or bits is not None)
         for lv in group:
             a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
-            if out_layer is not None:
-                ev, out, hd = out_layer.forward(a @ first(w1), m, w2)
+            if fused:
+                z = a @ first(w1)
+                ev, out = out_layer.forward(z, bits, w2)
                 if lv.pending is not None:  # eval pass of the previous step's weights
                     lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
-                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, hd, m)
+                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits)
                 lv.w1.grad = first_grad(at @ dp1)
                 continue
             h = torch.relu(a @ first(w1))
@@ -224,8 +227,8 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
             lv.w1.grad = first_grad(at @ dp1)
 
-    def step_update_project(i: int, m: Tensor | None, epoch: int) -> None:
-        step(groups[i], m)
+    def step_update_project(i: int, mask: tuple, epoch: int) -> None:
+        step(groups[i], mask)
         optimizers[i].step()
         for lv in groups[i]:
             lv.pending = (epoch, lv.ball.project() if lv.ball is not None else None)
@@ -245,8 +248,9 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     groups = [levels[i::workers] for i in range(workers)]
     # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
     # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
-    optimizers = [torch.optim.Adam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
-                                   weight_decay=weight_decay, fused=True) for g in groups]
+    # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
+    optimizers = [FusedAdam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
+                            weight_decay=weight_decay) for g in groups]
     pool = None
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -267,7 +271,9 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         for epoch in epoch_iter:
             # the one draw every sequential level run makes at this step (same call, same shape)
             m = dropout(ones, p, True) if p > 0 else None
-            each(step_update_project, m, epoch)
+            # the fused output layer reads the mask as bits, packed once for every level
+            bits = out_layer.pack(m) if out_layer is not None and m is not None else None
+            each(step_update_project, (m, bits), epoch)
             if bar is not None:
                 bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
         each(final_eval)

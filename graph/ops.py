@@ -12,6 +12,8 @@ gradient (its learnable edge mask). So this is a small autograd function:
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 
@@ -130,6 +132,43 @@ class BagMatrix:
                                                  mode="sum", per_sample_weights=self.weights)
 
 
+class FusedAdam:
+    """``torch.optim.Adam(params, lr, weight_decay=wd, fused=True)``'s update, called directly.
+
+    The very kernel (``torch._fused_adam_``) with the very state (zero moments, a float32 step
+    counter per parameter, bumped before the kernel) that ``Adam.step`` passes it, so the
+    parameters come out bit for bit the same (``tests/graph/test_batched_kernels.py``). What it
+    skips is the Python around the kernel: ``Optimizer.step`` imports and calls
+    ``torch._dynamo`` on every step (1.3-1.9 s to load, which ``graph.defer_dynamo`` keeps off
+    the CLI's start-up) and regroups the tensors by device on every call.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        if not all(p.dtype.is_floating_point and p.device.type == "cpu" for p in self.params):
+            raise ValueError("FusedAdam covers floating-point CPU parameters")
+        self.lr, self.weight_decay, self.eps = float(lr), float(weight_decay), float(eps)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                         for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                            for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter from its ``.grad`` (all must be set)."""
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            raise ValueError("FusedAdam.step needs every parameter's .grad")
+        torch._foreach_add_(self.steps, 1)
+        torch._fused_adam_(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+                           amsgrad=False, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                           weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                           grad_scale=None, found_inf=None)
+
+
 _GCN_OUT_SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
@@ -137,25 +176,42 @@ _GCN_OUT_SOURCE = r"""
 #define L 16 /* lanes: each dot product is 16 partial sums, then summed across */
 #define K 8  /* output columns per block: w is padded to a multiple of K rows */
 
-/* z [n, d], m [n, d] or NULL, w [cp, d] (cp = c rounded up to K, padded rows zero), d % L == 0:
-   hd = relu(z) * m; ev = relu(z) w^T [n, c]; tr = hd w^T [n, c] */
-static void fwd_c(const float *restrict z, const float *restrict m, const float *restrict w,
-                 int64_t n, int64_t d, int64_t c, float *restrict hd, float *restrict ev,
-                 float *restrict tr) {
+/* The dropout mask travels as bits (bit l of word q: entry 16q + l kept) plus its one nonzero
+   value s; hd = relu(z) * m is recomputed from z where needed instead of being stored:
+   hd = bit ? relu(z) * s : 0, the very value relu(z) * m has for m in {0, s}. */
+
+/* m [t] (t % L == 0) -> bits [t / L], *scale = s; returns 1 when every entry is 0 or s */
+static int pack_c(const float *restrict m, int64_t t, uint16_t *restrict bits, float s) {
+    int bad = 0;
+    for (int64_t q = 0; q < t / L; q++) {
+        uint16_t b = 0;
+        for (int l = 0; l < L; l++) {
+            float v = m[q * L + l];
+            b |= (uint16_t)((v != 0.0f) << l);
+            bad |= (v != 0.0f) & (v != s);
+        }
+        bits[q] = b;
+    }
+    return !bad;
+}
+
+/* z [n, d], bits [n, d / L] or NULL (no dropout), w [cp, d] (cp = c rounded up to K, padded
+   rows zero), d % L == 0: ev = relu(z) w^T [n, c]; tr = hd w^T [n, c] */
+static void fwd_c(const float *restrict z, const uint16_t *restrict bits, float s,
+                  const float *restrict w, int64_t n, int64_t d, int64_t c, float *restrict ev,
+                  float *restrict tr) {
     for (int64_t i = 0; i < n; i++) {
         const float *zr = z + i * d;
-        const float *mr = m ? m + i * d : 0;
-        float *hr = hd + i * d;
+        const uint16_t *br = bits ? bits + i * (d / L) : 0;
         for (int64_t kb = 0; kb < c; kb += K) {
             float ae[K][L] = {{0}}, at[K][L] = {{0}};
             for (int64_t j = 0; j < d; j += L) {
                 float h[L], x[L];
+                const unsigned b = br ? br[j / L] : 0xffffu;
                 for (int l = 0; l < L; l++) {
                     h[l] = zr[j + l] > 0.0f ? zr[j + l] : 0.0f;
-                    x[l] = mr ? h[l] * mr[j + l] : h[l];
+                    x[l] = br ? ((b >> l) & 1u ? h[l] * s : 0.0f) : h[l];
                 }
-                if (kb == 0)
-                    for (int l = 0; l < L; l++) hr[j + l] = x[l];
                 for (int k = 0; k < K; k++) {
                     const float *wk = w + (kb + k) * d + j;
                     for (int l = 0; l < L; l++) {
@@ -177,20 +233,25 @@ static void fwd_c(const float *restrict z, const float *restrict m, const float 
     }
 }
 
-/* g [n, c], w [c, d], hd [n, d], m [n, d] or NULL, d % L == 0:
-   gw = g^T hd [c, d] (rows summed in order i = 0..n-1);  dp = (hd > 0) ? (g w) * m : 0 [n, d] */
-static void bwd_c(const float *restrict g, const float *restrict w, const float *restrict hd,
-                 const float *restrict m, int64_t n, int64_t d, int64_t c, float *restrict gw,
-                 float *restrict dp) {
+/* g [n, c], w [c, d], z [n, d], bits as above, d % L == 0:
+   gw = g^T hd [c, d] (rows summed in order i = 0..n-1);  dp = (hd > 0) ? (g w) * s : 0 [n, d]
+   (where hd > 0 the mask is s; without dropout no factor) */
+static void bwd_c(const float *restrict g, const float *restrict w, const float *restrict z,
+                  const uint16_t *restrict bits, float s, int64_t n, int64_t d, int64_t c,
+                  float *restrict gw, float *restrict dp) {
     memset(gw, 0, c * d * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
-        const float *hr = hd + i * d;
-        const float *mr = m ? m + i * d : 0;
+        const float *zr = z + i * d;
+        const uint16_t *br = bits ? bits + i * (d / L) : 0;
         const float *gr = g + i * c;
         float *dr = dp + i * d;
         for (int64_t j = 0; j < d; j += L) {
             float acc[L] = {0}, h[L];
-            for (int l = 0; l < L; l++) h[l] = hr[j + l];
+            const unsigned b = br ? br[j / L] : 0xffffu;
+            for (int l = 0; l < L; l++) {
+                float r = zr[j + l] > 0.0f ? zr[j + l] : 0.0f;
+                h[l] = br ? ((b >> l) & 1u ? r * s : 0.0f) : r;
+            }
             for (int64_t k = 0; k < c; k++) {
                 const float gk = gr[k];
                 const float *wk = w + k * d + j;
@@ -201,7 +262,7 @@ static void bwd_c(const float *restrict g, const float *restrict w, const float 
                 }
             }
             for (int l = 0; l < L; l++)
-                dr[j + l] = h[l] > 0.0f ? (mr ? acc[l] * mr[j + l] : acc[l]) : 0.0f;
+                dr[j + l] = h[l] > 0.0f ? (br ? acc[l] * s : acc[l]) : 0.0f;
         }
     }
 }
@@ -209,19 +270,31 @@ static void bwd_c(const float *restrict g, const float *restrict w, const float 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 __attribute__((target("avx512f")))
-static void fwd_512(const float *z, const float *m, const float *w, int64_t n, int64_t d,
-                    int64_t c, float *hd, float *ev, float *tr) {
-    const __m512 zero = _mm512_setzero_ps();
+static int pack_512(const float *m, int64_t t, uint16_t *bits, float s) {
+    const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
+    __mmask16 bad = 0;
+    for (int64_t q = 0; q < t / L; q++) {
+        __m512 v = _mm512_loadu_ps(m + q * L);
+        __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+        bad |= nz & _mm512_cmp_ps_mask(v, vs, _CMP_NEQ_UQ);
+        bits[q] = (uint16_t)nz;
+    }
+    return bad == 0;
+}
+
+__attribute__((target("avx512f")))
+static void fwd_512(const float *z, const uint16_t *bits, float s, const float *w, int64_t n,
+                    int64_t d, int64_t c, float *ev, float *tr) {
+    const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
     for (int64_t i = 0; i < n; i++) {
-        const float *zr = z + i * d, *mr = m ? m + i * d : 0;
-        float *hr = hd + i * d;
+        const float *zr = z + i * d;
+        const uint16_t *br = bits ? bits + i * (d / L) : 0;
         for (int64_t kb = 0; kb < c; kb += K) {
             __m512 ae[K], at[K];
             for (int k = 0; k < K; k++) ae[k] = at[k] = zero;
             for (int64_t j = 0; j < d; j += L) {
                 __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero);
-                __m512 x = mr ? _mm512_mul_ps(h, _mm512_loadu_ps(mr + j)) : h;
-                if (kb == 0) _mm512_storeu_ps(hr + j, x);
+                __m512 x = br ? _mm512_maskz_mul_ps(br[j / L], h, vs) : h;
                 for (int k = 0; k < K; k++) {
                     __m512 wk = _mm512_loadu_ps(w + (kb + k) * d + j);
                     ae[k] = _mm512_fmadd_ps(h, wk, ae[k]);
@@ -237,22 +310,24 @@ static void fwd_512(const float *z, const float *m, const float *w, int64_t n, i
 }
 
 __attribute__((target("avx512f")))
-static void bwd_512(const float *g, const float *w, const float *hd, const float *m, int64_t n,
-                    int64_t d, int64_t c, float *gw, float *dp) {
-    const __m512 zero = _mm512_setzero_ps();
+static void bwd_512(const float *g, const float *w, const float *z, const uint16_t *bits,
+                    float s, int64_t n, int64_t d, int64_t c, float *gw, float *dp) {
+    const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
     memset(gw, 0, c * d * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
-        const float *hr = hd + i * d, *mr = m ? m + i * d : 0, *gr = g + i * c;
+        const float *zr = z + i * d, *gr = g + i * c;
+        const uint16_t *br = bits ? bits + i * (d / L) : 0;
         float *dr = dp + i * d;
         for (int64_t j = 0; j < d; j += L) {
-            __m512 h = _mm512_loadu_ps(hr + j), acc = zero;
+            __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero), acc = zero;
+            if (br) h = _mm512_maskz_mul_ps(br[j / L], h, vs);
             for (int64_t k = 0; k < c; k++) {
                 __m512 gk = _mm512_set1_ps(gr[k]);
                 acc = _mm512_fmadd_ps(gk, _mm512_loadu_ps(w + k * d + j), acc);
                 float *gwk = gw + k * d + j;
                 _mm512_storeu_ps(gwk, _mm512_fmadd_ps(gk, h, _mm512_loadu_ps(gwk)));
             }
-            if (mr) acc = _mm512_mul_ps(acc, _mm512_loadu_ps(mr + j));
+            if (br) acc = _mm512_mul_ps(acc, vs);
             _mm512_storeu_ps(dr + j, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(h, zero, _CMP_GT_OQ), acc));
         }
     }
@@ -267,31 +342,43 @@ static int allow_512 = 0;
 /* tests: 0 runs the portable loops even where AVX-512 is there */
 void gcn_out_allow_simd(int on) { allow_512 = on; }
 
-void gcn_out_fwd(const float *z, const float *m, const float *w, int64_t n, int64_t d,
-                 int64_t c, float *hd, float *ev, float *tr) {
+/* m [t] -> bits, *scale: returns 1 when m is a dropout mask (every entry 0 or one value) */
+int gcn_out_pack(const float *m, int64_t t, uint16_t *bits, float *scale) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < t; i++)
+        if (m[i] != 0.0f) { s = m[i]; break; }
+    *scale = s;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (HAVE_512) { fwd_512(z, m, w, n, d, c, hd, ev, tr); return; }
+    if (HAVE_512) return pack_512(m, t, bits, s);
 #endif
-    fwd_c(z, m, w, n, d, c, hd, ev, tr);
+    return pack_c(m, t, bits, s);
 }
 
-void gcn_out_bwd(const float *g, const float *w, const float *hd, const float *m, int64_t n,
-                 int64_t d, int64_t c, float *gw, float *dp) {
+void gcn_out_fwd(const float *z, const uint16_t *bits, float s, const float *w, int64_t n,
+                 int64_t d, int64_t c, float *ev, float *tr) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (HAVE_512) { bwd_512(g, w, hd, m, n, d, c, gw, dp); return; }
+    if (HAVE_512) { fwd_512(z, bits, s, w, n, d, c, ev, tr); return; }
 #endif
-    bwd_c(g, w, hd, m, n, d, c, gw, dp);
+    fwd_c(z, bits, s, w, n, d, c, ev, tr);
+}
+
+void gcn_out_bwd(const float *g, const float *w, const float *z, const uint16_t *bits, float s,
+                 int64_t n, int64_t d, int64_t c, float *gw, float *dp) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (HAVE_512) { bwd_512(g, w, z, bits, s, n, d, c, gw, dp); return; }
+#endif
+    bwd_c(g, w, z, bits, s, n, d, c, gw, dp);
 }
 """
 
 
 def _declare_gcn_out(lib) -> None:
-    import ctypes
-
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.gcn_out_fwd.argtypes = [p, p, p, i64, i64, i64, p, p, p]
+    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    lib.gcn_out_pack.argtypes = [p, i64, p, p]
+    lib.gcn_out_pack.restype = ctypes.c_int
+    lib.gcn_out_fwd.argtypes = [p, p, f32, p, i64, i64, i64, p, p]
     lib.gcn_out_fwd.restype = None
-    lib.gcn_out_bwd.argtypes = [p, p, p, p, i64, i64, i64, p, p]
+    lib.gcn_out_bwd.argtypes = [p, p, p, p, f32, i64, i64, i64, p, p]
     lib.gcn_out_bwd.restype = None
     lib.gcn_out_allow_simd.argtypes = [ctypes.c_int]
 
@@ -303,6 +390,17 @@ def gcn_out_kernels():
     return native.load("gcn_out", _GCN_OUT_SOURCE, _declare_gcn_out)
 
 
+class DropoutBits:
+    """An inverted-dropout mask ``m`` (every entry 0 or one value ``scale``) as one bit per entry.
+
+    Cora's ``[2708, 512]`` float mask is 5.5 MB, read by every level twice per step; its bits are
+    173 kB, which stay in cache for all levels of the step.
+    """
+
+    def __init__(self, bits: Tensor, scale: float, shape: tuple[int, int]):
+        self.bits, self.scale, self.shape = bits, float(scale), tuple(shape)
+
+
 class GCNOutLayer:
     """A 2-layer GCN's hidden activation and narrow output product, fused into two C loops.
 
@@ -311,10 +409,13 @@ class GCNOutLayer:
     eval product ``h W2ᵀ``, the training product ``hd W2ᵀ``, and in the backward
     ``∂W2 = Gᵀ hd`` and ``∂z = (hd > 0) · (G W2) · m``: in torch ops four thin GEMMs (0.55-0.63 ms
     each on Cora, memory-bound at a quarter of the bandwidth an element-wise pass gets) and four
-    element-wise passes. Here ``forward`` reads ``z`` and ``m`` once, ``backward`` reads ``hd``
-    and ``m`` once (AVX-512 loops where the CPU has them, portable C loops otherwise). Sums run in
-    a fixed order of their own (16 partial sums, then across them; ``∂W2`` row by row), so the
-    results equal the torch ops' to float rounding and do not depend on the thread.
+    element-wise passes. Here ``forward`` and ``backward`` each read ``z`` once and nothing else
+    of that size: the mask comes as bits (:meth:`pack`, once per step for all levels), ``hd`` is
+    never stored but recomputed from ``z`` and the bits (``bit ? relu(z)·s : 0``, the value
+    ``relu(z)·m`` has), and where ``hd > 0`` the mask is ``s``, so ``∂z`` needs no mask read
+    either (AVX-512 loops where the CPU has them, portable C loops otherwise). Sums run in a fixed
+    order of their own (16 partial sums, then across them; ``∂W2`` row by row), so the results
+    equal the torch ops' to float rounding and do not depend on the thread.
     """
 
     def __init__(self, lib):
@@ -326,31 +427,48 @@ class GCNOutLayer:
         return (z.dtype == w.dtype == torch.float32 and z.device.type == "cpu"
                 and z.dim() == 2 and z.shape[1] % 16 == 0)
 
-    def forward(self, z: Tensor, m: Tensor | None, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(relu(z) W2ᵀ, hd W2ᵀ, hd)`` with ``hd = relu(z)·m`` (``m`` None: no dropout)."""
+    def pack(self, m: Tensor) -> DropoutBits | None:
+        """``m``'s bits, or None when ``m`` is not a dropout mask (entries other than 0 and one
+        value: then the torch ops must run)."""
+        m = m.contiguous()
+        if m.dtype != torch.float32 or m.dim() != 2 or m.shape[1] % 16:
+            return None
+        bits = torch.empty(m.numel() // 16, dtype=torch.int16)
+        scale = ctypes.c_float()
+        ok = self.lib.gcn_out_pack(m.data_ptr(), m.numel(), bits.data_ptr(), ctypes.byref(scale))
+        return DropoutBits(bits, scale.value, m.shape) if ok else None
+
+    def _bits(self, mask: DropoutBits | None, z: Tensor) -> tuple[int | None, float]:
+        if mask is None:
+            return None, 1.0
+        if mask.shape != tuple(z.shape):
+            raise ValueError(f"dropout bits of shape {mask.shape} for activations {tuple(z.shape)}")
+        return mask.bits.data_ptr(), mask.scale
+
+    def forward(self, z: Tensor, mask: DropoutBits | None, w: Tensor) -> tuple[Tensor, Tensor]:
+        """``(relu(z) W2ᵀ, hd W2ᵀ)`` with ``hd = relu(z)·m`` (``mask`` None: no dropout)."""
         z, w = z.contiguous(), w.contiguous()
-        m = m.contiguous() if m is not None else None
         n, d = z.shape
         c = w.shape[0]
         if c % 8:  # rows padded to the kernel's block of 8 output columns
             w = torch.cat([w, w.new_zeros(8 - c % 8, d)])
-        hd = torch.empty_like(z)
+        bits, scale = self._bits(mask, z)
         ev = torch.empty(n, c, dtype=z.dtype)
         tr = torch.empty(n, c, dtype=z.dtype)
-        self.lib.gcn_out_fwd(z.data_ptr(), m.data_ptr() if m is not None else None,
-                             w.data_ptr(), n, d, c, hd.data_ptr(), ev.data_ptr(), tr.data_ptr())
-        return ev, tr, hd
+        self.lib.gcn_out_fwd(z.data_ptr(), bits, scale, w.data_ptr(), n, d, c, ev.data_ptr(),
+                             tr.data_ptr())
+        return ev, tr
 
-    def backward(self, g: Tensor, w: Tensor, hd: Tensor,
-                 m: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(Gᵀ hd, (hd > 0)·(G W2)·m)``: W2's gradient and the hidden pre-activation's."""
-        g, w = g.contiguous(), w.contiguous()
-        m = m.contiguous() if m is not None else None
-        n, d = hd.shape
+    def backward(self, g: Tensor, w: Tensor, z: Tensor,
+                 mask: DropoutBits | None) -> tuple[Tensor, Tensor]:
+        """``(Gᵀ hd, (hd > 0)·(G W2)·m)``: W2's gradient and the hidden pre-activation's, from the
+        ``z`` and ``mask`` that :meth:`forward` got."""
+        g, w, z = g.contiguous(), w.contiguous(), z.contiguous()
+        n, d = z.shape
         c = w.shape[0]
-        gw = torch.empty(c, d, dtype=hd.dtype)
-        dp = torch.empty_like(hd)
-        self.lib.gcn_out_bwd(g.data_ptr(), w.data_ptr(), hd.data_ptr(),
-                             m.data_ptr() if m is not None else None, n, d, c, gw.data_ptr(),
-                             dp.data_ptr())
+        bits, scale = self._bits(mask, z)
+        gw = torch.empty(c, d, dtype=z.dtype)
+        dp = torch.empty_like(z)
+        self.lib.gcn_out_bwd(g.data_ptr(), w.data_ptr(), z.data_ptr(), bits, scale, n, d, c,
+                             gw.data_ptr(), dp.data_ptr())
         return gw, dp

@@ -40,6 +40,7 @@ from fedticket.config import flatten, load_config, result_keys, to_dict
 from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
 from fedticket.results import RunDir, check_output_dir, plot_lines
+from graph import defer_dynamo  # noqa: F401  (first graph import: keeps dynamo lazy, see there)
 from graph.config import GraphConfig
 from graph.data import describe, load_planetoid
 from graph.features import maybe_sparse

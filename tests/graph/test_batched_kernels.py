@@ -1,4 +1,5 @@
-"""graph.ops.GCNOutLayer: the fused output-layer loops are the torch ops, to float rounding."""
+"""graph.ops: the fused output-layer loops are the torch ops to float rounding; FusedAdam is
+torch's fused Adam bit for bit."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from graph.models import dropout
-from graph.ops import GCNOutLayer, gcn_out_kernels
+from graph.ops import FusedAdam, GCNOutLayer, gcn_out_kernels
 
 lib = gcn_out_kernels()
-pytestmark = pytest.mark.skipif(lib is None, reason="no C compiler here: the torch ops run alone")
+needs_kernels = pytest.mark.skipif(lib is None, reason="no C compiler here: the torch ops run alone")
 
 
 @pytest.fixture(params=["simd", "portable"])
@@ -21,6 +22,7 @@ def layer(request):
     lib.gcn_out_allow_simd(1)
 
 
+@needs_kernels
 @pytest.mark.parametrize("c", [7, 3, 8, 11])  # padded to blocks of 8 output columns
 @pytest.mark.parametrize("with_mask", [True, False], ids=["dropout", "no-dropout"])
 def test_fused_output_layer_is_the_torch_ops(layer, c, with_mask):
@@ -32,11 +34,13 @@ def test_fused_output_layer_is_the_torch_ops(layer, c, with_mask):
     m = dropout(torch.ones(n, d), 0.5, True) if with_mask else None
     h = torch.relu(z)
     hd_ref = h * m if with_mask else h
-    ev, tr, hd = layer.forward(z, m, w)
-    assert torch.equal(hd, hd_ref)  # element-wise: the very same values
+    bits = layer.pack(m) if with_mask else None
+    if with_mask:
+        assert bits is not None and bits.scale == 2.0  # 1 / (1 - p)
+    ev, tr = layer.forward(z, bits, w)
     torch.testing.assert_close(ev, F.linear(h, w), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tr, F.linear(hd_ref, w), rtol=1e-5, atol=1e-5)
-    gw, dp = layer.backward(grad, w, hd, m)
+    gw, dp = layer.backward(grad, w, z, bits)
     dh = grad.mm(w)
     if with_mask:
         dh = dh * m
@@ -46,8 +50,44 @@ def test_fused_output_layer_is_the_torch_ops(layer, c, with_mask):
     assert torch.equal(dp == 0, (hd_ref <= 0) | (dh == 0))  # ReLU's and dropout's zeros
 
 
+@needs_kernels
+def test_packed_mask_is_the_mask_bit_for_bit(layer):
+    """The bits hold exactly the kept entries; what is not a {0, s} mask is refused (None)."""
+    g = torch.Generator().manual_seed(0)
+    m = dropout(torch.ones(37, 64), 0.3, True)
+    bits = layer.pack(m)
+    assert bits is not None and bits.scale == float(m.max())
+    u = bits.bits.view(-1, 1).to(torch.int32) & 0xFFFF
+    unpacked = ((u >> torch.arange(16)) & 1).reshape(m.shape).bool()
+    assert torch.equal(unpacked, m != 0)
+    assert layer.pack(torch.rand(4, 16, generator=g) + 0.5) is None  # many values
+    m[3, 5] = 1.5
+    assert layer.pack(m) is None
+    assert layer.pack(torch.zeros(4, 32)).scale == 0.0  # all dropped: no value to find
+    with pytest.raises(ValueError, match="dropout bits"):
+        layer.forward(torch.zeros(4, 64), bits, torch.zeros(7, 64))
+
+
 def test_other_shapes_and_dtypes_keep_the_torch_ops():
     assert GCNOutLayer.usable(torch.zeros(4, 32), torch.zeros(7, 32))
     assert not GCNOutLayer.usable(torch.zeros(4, 30), torch.zeros(7, 30))  # not 16 lanes wide
     assert not GCNOutLayer.usable(torch.zeros(4, 32, dtype=torch.float64),
                                   torch.zeros(7, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
+def test_fused_adam_is_torch_adam_bit_for_bit(weight_decay):
+    g = torch.Generator().manual_seed(1)
+    shapes = [(33, 16), (7, 5)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    mine = FusedAdam(ours, lr=0.01, weight_decay=weight_decay)
+    ref = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, fused=True)
+    for _ in range(5):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        mine.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a.detach().view(torch.int32), b.detach().view(torch.int32))
