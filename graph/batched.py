@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fedticket.core.l0ball import FlatParameters, L0Ball
+from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
@@ -72,7 +72,7 @@ class _Level:
     """One level's parameters, adjacency, ℓ0 ball and best-validation record."""
 
     def __init__(self, init_state: dict, edge_index: Tensor, keep: int | None, n: int, dtype,
-                 w1_transposed: bool, exact: bool = True):
+                 w1_transposed: bool, exact: bool = True, ramp: int = 0):
         # with CSR features ``W1`` is held as ``[in, out]``: ``X @ W1ᵀ`` and its gradient
         # ``Xᵀ G`` then need no transposed copy of W1 (2.9 MB on Cora) in either direction
         w1 = init_state["conv1.weight"].detach()
@@ -86,11 +86,27 @@ class _Level:
         if keep is not None:
             self.flat = FlatParameters({"conv1.weight": self.w1, "conv2.weight": self.w2})
             self.ball = L0Ball(self.flat, keep) if keep < self.flat.numel else None
+        self.keep = keep
+        # teddy.ramp_epochs (graph.train's l0_ramp): the budget of step t, and the first step
+        # whose validation pass counts for the best epoch
+        self.ramp = int(ramp) if self.ball is not None else 0
+        self.first_counted = max(0, self.ramp - 1)
+        self.last_ev: Tensor | None = None
         self.best_val = -1.0
         self.best: tuple | None = None
         self.pending: tuple | None = None  # (epoch, keep) whose validation pass comes next step
 
+    def project(self, epoch: int):
+        if self.ball is None:
+            return None
+        if self.ramp:
+            self.ball.keep = ramp_keep(self.flat.numel, self.keep, epoch, self.ramp)
+        return self.ball.project()
+
     def record(self, epoch: int, ev: Tensor, keep, data) -> None:
+        self.last_ev = ev
+        if epoch < self.first_counted:  # still ramping: not yet the level's sparsity
+            return
         val = accuracy(ev, data.y, data.val_mask)
         if val >= self.best_val:  # ties: the later epoch, as in the TEDDY/UGS code
             self.best_val = val
@@ -107,18 +123,19 @@ class _Level:
         if mask is not None and self.t1:
             mask["conv1.weight"] = mask["conv1.weight"].t().contiguous()
         return TrainResult(val_accuracy=val, test_accuracy=test, best_epoch=epoch, logits=ev,
-                           mask=mask, seconds=seconds)
+                           mask=mask, seconds=seconds, last_logits=self.last_ev)
 
 
 def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[Tensor],
                      keeps: list[int | None], *, seed: int, epochs: int = 200, lr: float = 0.01,
                      weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
                      kd_lambda: float = 0.0, temperature: float = 1.0, progress: bool = False,
-                     desc: str = "levels", exact: bool = False) -> list[TrainResult]:
+                     desc: str = "levels", exact: bool = False, ramp: int = 0) -> list[TrainResult]:
     """Train one GCN per ``(edge_indices[i], keeps[i])`` from ``init_state``, all in one loop.
 
     ``exact``: the sequential run's own operations, bit for bit (tests); False (the default):
     embedding-bag products and the closed-form loss gradient, equal to float rounding.
+    ``ramp``: ``train_node_classifier``'s ``l0_ramp`` (the sparsity ramp), for every level.
 
     Result ``i`` is (with ``exact``, bit for bit) what ``train_node_classifier`` returns for that
     level run alone after
@@ -131,11 +148,14 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         raise ValueError(f"{len(edge_indices)} edge sets but {len(keeps)} ℓ0 budgets")
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
+    if ramp > epochs:
+        raise ValueError(f"ramp ({ramp}) must be at most epochs ({epochs})")
     n = x.shape[0]
     dtype = init_state["conv1.weight"].dtype
     t0 = time.perf_counter()
     sparse = isinstance(x, SparseFeatures)
-    levels = [_Level(init_state, ei, k, n, dtype, sparse, exact) for ei, k in zip(edge_indices, keeps)]
+    levels = [_Level(init_state, ei, k, n, dtype, sparse, exact, ramp)
+              for ei, k in zip(edge_indices, keeps)]
     if sparse:
         xc, xt = x.csr(), x.csr_t()
         if not exact:
@@ -231,7 +251,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         step(groups[i], mask)
         optimizers[i].step()
         for lv in groups[i]:
-            lv.pending = (epoch, lv.ball.project() if lv.ball is not None else None)
+            lv.pending = (epoch, lv.project(epoch))
 
     def final_eval(i: int) -> None:
         with torch.no_grad():
@@ -310,7 +330,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
     batch (getting any one level needs all of it).
     """
     from fedticket.core import prunable_parameters
-    from graph.methods import _weights_kept
+    from graph.methods import _weights_kept, teacher_logits
     from graph.transforms import teddy_ranking
 
     cfg, edge_index = ctx.cfg, ctx.data.edge_index
@@ -328,8 +348,9 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
     results = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, eis, keeps,
                                seed=ctx.seed, epochs=cfg.train.epochs, lr=cfg.train.lr,
                                weight_decay=cfg.train.weight_decay,
-                               teacher_logits=ctx.teacher.logits, kd_lambda=cfg.teddy.kd_lambda,
-                               temperature=cfg.teddy.temperature, progress=ctx.progress,
+                               teacher_logits=teacher_logits(ctx), kd_lambda=cfg.teddy.kd_lambda,
+                               temperature=cfg.teddy.temperature, ramp=cfg.teddy.ramp_epochs,
+                               progress=ctx.progress,
                                desc=f"teddy {len(todo)} levels seed {ctx.seed}")
     batch = time.perf_counter() - t1
     for lv, ei, res in zip(todo, eis, results):

@@ -91,6 +91,8 @@ class TeddyConfig:
     temperature: float = field(default=1.0, metadata=_h("distillation temperature T (loss scaled by T²)", gt=0))
     weight_scope: Literal["global", "layer"] = field(default="global", metadata=_h("ℓ0 projection as one global selection (global, TEDDY) or per tensor (layer)"))
     project: Literal["all", "weights"] = field(default="all", metadata=_h("ℓ0 ball over all parameters incl. biases, GIN ε, GAT attention (all, TEDDY) or weight tensors only"))
+    ramp_epochs: int = field(default=0, metadata=_h("ℓ0 sparsity ramp (fedticket's option, not TEDDY's): the projection's budget falls from all entries to the level's over the first R epochs (cubic, gradual magnitude pruning) and the best-validation epoch is picked from epoch R on; 0: the level's budget from the first step (TEDDY)", ge=0))
+    teacher: Literal["best", "last"] = field(default="best", metadata=_h("the dense teacher's logits from its best-validation epoch (best, TEDDY) or its last epoch (last)"))
 
 
 @dataclass
@@ -156,6 +158,10 @@ class GraphConfig:
         if self.rng == "official" and self.model.name not in ("gcn", "gin"):
             raise ConfigError(f"rng: official reproduces the TEDDY code's streams for gcn and gin, "
                               f"not {self.model.name} (its GAT is 8 x 512 wide); use rng: fedticket")
+        if self.teddy.ramp_epochs > self.train.epochs:
+            raise ConfigError(f"teddy.ramp_epochs ({self.teddy.ramp_epochs}) is more than "
+                              f"train.epochs ({self.train.epochs}): the ramp must end before "
+                              "training does; lower it (0: no ramp)")
         if not self.seeds:
             raise ConfigError("config key 'seeds' is empty; give at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):

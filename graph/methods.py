@@ -101,6 +101,15 @@ def _weights_kept(mask: Mask | None, lv: Level, model) -> int:
     return int(sum(int(mask[n].sum()) for n in names if n in mask))
 
 
+def teacher_logits(ctx: SeedContext) -> Tensor:
+    """The dense run's logits TEDDY distills from: its best-validation epoch's (``teddy.teacher:
+    best``, the TEDDY code's) or its last epoch's (``last``)."""
+    res = ctx.teacher
+    if ctx.cfg.teddy.teacher == "last":
+        return res.last_logits
+    return res.logits
+
+
 @register("dense")
 def run_dense(ctx: SeedContext) -> Iterator[LevelRow]:
     """The dense model: the reference point and TEDDY's teacher (its best-validation logits)."""
@@ -124,10 +133,11 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
     for lv in ctx.todo("teddy"):
         t1 = time.perf_counter()
         ei = edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
-        res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=ctx.teacher.logits,
+        res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=teacher_logits(ctx),
                         kd_lambda=cfg.teddy.kd_lambda, temperature=cfg.teddy.temperature,
                         l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
-                        l0_params=cfg.teddy.project, l0_scope=cfg.teddy.weight_scope)
+                        l0_params=cfg.teddy.project, l0_scope=cfg.teddy.weight_scope,
+                        l0_ramp=cfg.teddy.ramp_epochs)
         secs = time.perf_counter() - t1
         f = ctx.save_level("teddy", lv.level, res.mask, ei)
         extra = {"mask_layers": res.mask.layer_stats()} if res.mask is not None else {}

@@ -10,6 +10,10 @@ Every method trains through :func:`train_node_classifier`; what differs is passe
   model in one global selection (:mod:`fedticket.core.l0ball`); ``"weights"`` covers only the weight matrices
   and attention vectors. Pruned entries keep their gradients and Adam moments and come back when
   they grow large again: that is what distinguishes PGD from a fixed mask;
+* ``l0_ramp``: a sparsity ramp for that projection (fedticket's option, not TEDDY's): the budget
+  falls from every entry to ``l0_keep`` over the first ``l0_ramp`` steps on gradual magnitude
+  pruning's cubic schedule (:func:`fedticket.core.l0ball.ramp_keep`), and the best-validation
+  pick only counts steps at the final budget, so the reported number is always the level's;
 * ``fixed_mask``: a mask held fixed for the whole run (core's ``MaskEnforcer``), for the random and
   UGS baselines;
 * ``forward`` / ``regularizer`` / ``extra_params`` / ``snapshot``: UGS's mask phase, which trains
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from fedticket.core import Mask, MaskEnforcer, apply_mask, l0_project, prunable_parameters
-from fedticket.core.l0ball import FlatParameters, L0Ball, weights_to_keep
+from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep, weights_to_keep
 
 
 @dataclass
@@ -44,6 +48,7 @@ class TrainResult:
     mask: Mask | None  # weight mask in force at the best epoch (None when dense)
     seconds: float
     state: Any = None  # what ``snapshot()`` returned at the best epoch (UGS: its masks)
+    last_logits: Tensor | None = None  # eval-mode logits after the last step (teddy.teacher: last)
 
 
 def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
@@ -76,7 +81,7 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
                           weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
                           kd_lambda: float = 0.0, temperature: float = 1.0,
                           l0_keep: int | None = None, l0_density: float | None = None,
-                          l0_params: str = "all",
+                          l0_params: str = "all", l0_ramp: int = 0,
                           l0_scope: str = "global", include=None, exclude=None,
                           fixed_mask: Mask | None = None,
                           forward: Callable[[], Tensor] | None = None,
@@ -89,6 +94,7 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     """Train ``model`` in place for ``epochs`` full-batch steps; see the module docstring.
 
     ``l0_keep`` is the number of entries the projection keeps (None: no projection);
+    ``l0_ramp``: steps over which the budget falls to ``l0_keep`` (0: from the first step).
     ``l0_density`` says the same as a fraction of the projected entries (kept for callers of the
     earlier signature; TEDDY's count, ``n - ceil((1 - density) · n)``).
     ``forward()`` replaces ``model(x, edge_index, edge_weight)`` (it sees ``model.training``).
@@ -113,20 +119,28 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     enforcer = MaskEnforcer(model, fixed_mask, optimizer) if fixed_mask is not None else None
     ball = layer_params = flat = None
     layer_density = 1.0
+    n_ball = 0
     if l0_keep is not None:
         params = l0_parameters(model, l0_params, include, exclude)
+        n_ball = sum(p.numel() for p in params.values())
         if l0_scope == "global":
             flat = FlatParameters(params)
             ball = L0Ball(flat, l0_keep) if l0_keep < flat.numel else None
         elif l0_scope == "layer":
             layer_params = params
-            layer_density = l0_keep / sum(p.numel() for p in params.values())
+            layer_density = l0_keep / n_ball
         else:
             raise ValueError(f"l0_scope must be 'global' or 'layer', got {l0_scope!r}")
     current_mask: Mask | None = fixed_mask
     y, train_mask = data.y, data.train_mask
     best_val = -1.0
     best_res: tuple | None = None
+    last_out: Tensor | None = None
+    ramp = int(l0_ramp) if (ball is not None or (layer_params is not None and layer_density < 1.0)) else 0
+    if ramp > epochs:
+        raise ValueError(f"l0_ramp ({ramp}) must be at most epochs ({epochs}): the best epoch is "
+                         "picked at the final budget")
+    first_counted = max(0, ramp - 1)  # the first step projected to the final budget
     t0 = time.perf_counter()
     epoch_iter = range(epochs)
     bar = None
@@ -144,7 +158,10 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
             return model(x, edge_index, edge_weight)
 
     def record(epoch: int, out: Tensor, keep) -> None:
-        nonlocal best_val, best_res
+        nonlocal best_val, best_res, last_out
+        last_out = out
+        if epoch < first_counted:  # still ramping: not yet the level's sparsity
+            return
         val_acc = accuracy(out, y, data.val_mask)
         if val_acc >= best_val:  # ties: the later epoch, as in the TEDDY/UGS code
             best_val = val_acc
@@ -173,9 +190,13 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
             optimizer.step()
             keep_flat = None
             if ball is not None:
+                if ramp:
+                    ball.keep = ramp_keep(n_ball, l0_keep, epoch, ramp)
                 keep_flat = ball.project()
             elif layer_params is not None and layer_density < 1.0:
-                current_mask = l0_project(layer_params, layer_density, "layer")
+                density = (ramp_keep(n_ball, l0_keep, epoch, ramp) / n_ball if ramp
+                           else layer_density)
+                current_mask = l0_project(layer_params, density, "layer")
                 apply_mask(layer_params, current_mask)
             if step_callback is not None:
                 if keep_flat is not None:
@@ -207,4 +228,5 @@ def train_node_classifier(model: nn.Module, x, data: Data, edge_index: Tensor,
     elif mask is None and flat is not None:  # keep >= everything: nothing was ever pruned
         mask = flat.to_mask(torch.ones(flat.numel, dtype=torch.bool))
     return TrainResult(val_accuracy=val_acc, test_accuracy=test_acc, best_epoch=epoch, logits=out,
-                       mask=mask, seconds=time.perf_counter() - t0, state=state)
+                       mask=mask, seconds=time.perf_counter() - t0, state=state,
+                       last_logits=last_out)

@@ -171,9 +171,25 @@ class L0Ball:
         return above_hi, above_hi + band.numel(), band
 
 
+def ramp_keep(total: int, keep: int, step: int, ramp: int) -> int:
+    """The ℓ0 budget of projection ``step`` (0-based) under a sparsity ramp of ``ramp`` steps.
+
+    Gradual magnitude pruning's cubic schedule (Zhu & Gupta, 2017), as in annealed IHT: the
+    density falls from 1 to ``keep / total`` as ``d_t = d + (1 - d)·(1 - (t+1)/ramp)³``, so
+    the first projections remove little while the weights are still their random init, and
+    most of the pruning happens early, when gradients are large. From step ``ramp - 1`` on the
+    budget is ``keep``; ``ramp <= 1`` is no ramp (TEDDY: the final ``keep`` from the first step).
+    """
+    if ramp <= 1 or step >= ramp - 1:
+        return int(keep)
+    d = keep / total
+    frac = (1.0 - (step + 1) / ramp) ** 3
+    return max(int(keep), min(int(total), round(total * (d + (1.0 - d) * frac))))
+
+
 def weights_to_keep(total: int, weight_sparsity: float) -> int:
     """Entries kept at a weight sparsity: ``total - ceil(total · s)``, TEDDY's count (at least 1)."""
     return max(1, total - math.ceil(total * float(weight_sparsity)))
 
 
-__all__ = ["FlatParameters", "L0Ball", "kth_largest", "weights_to_keep"]
+__all__ = ["FlatParameters", "L0Ball", "kth_largest", "ramp_keep", "weights_to_keep"]
