@@ -413,6 +413,11 @@ class FLConfig:
             raise ConfigError(f"attack.kind=scale multiplies float updates; method={self.method!r} "
                               "sends bits (use sign_flip, random or label_flip, or a float-uplink "
                               "method: fedavg, fedavg-subnet, aggregation=mean_score)")
+        if (self.method == "signscore-care" and self.signcare.vote == "ternary"
+                and self.attack.kind in ("sign_flip", "random")):
+            # refused here, not in the attacker's first round: poison_update knows bits and floats
+            raise ConfigError(f"attack.kind={self.attack.kind} cannot poison signscore-care's "
+                              "ternary votes; use attack.kind=label_flip, or method=signscore")
         if self.robust.kind == "change" and self.robust.change_stop <= self.robust.change_start:
             raise ConfigError(f"robust.change_stop={self.robust.change_stop} must exceed "
                               f"robust.change_start={self.robust.change_start} (the weight "

@@ -137,3 +137,10 @@ def test_secure_aggregation_is_refused():
     cfg = _cfg("server.secure_aggregation=true")
     with pytest.raises(ConfigError, match="secure aggregation"):
         make_method(cfg, _ticket())
+
+
+def test_bit_attacks_are_refused_before_the_run():
+    for kind in ("sign_flip", "random"):
+        with pytest.raises(ConfigError, match="ternary votes"):
+            _cfg(f"attack.kind={kind}", "attack.fraction=0.3")
+    _cfg("attack.kind=label_flip", "attack.fraction=0.3")   # the data attack needs no payload
