@@ -84,7 +84,9 @@ def main(argv=None) -> int:
 
     signscore.SignScoreLearner.update = update
     signscore.SignScoreMethod._global = global_
-    cfg = prepare(REPO / "configs" / "fl" / "bench_signscore.yaml", args.set, args.data_root)
+    # it studies the sign vote's bits, whatever the bench config votes with
+    cfg = prepare(REPO / "configs" / "fl" / "bench_signscore.yaml",
+                  ["signscore.uplink_vote=sign", *args.set], args.data_root)
     cfg.rounds, cfg.eval.personal_every, cfg.server.checkpoint = args.rounds, 0, False
     with tempfile.TemporaryDirectory(prefix="fl-sign-coding-") as tmp:
         cfg.output_dir = tmp

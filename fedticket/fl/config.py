@@ -153,6 +153,25 @@ class SignScoreConfig:
     downlink_coding: Literal["packed", "entropy"] = _f(
         "packed", "signscore: packed = 1 bit per kept weight; entropy = the global signs "
                   "range-coded against the ticket's signs (all +1), which every client holds.")
+    uplink_vote: Literal["sign", "delta"] = _f(
+        "sign", "signscore: sign = a client sends a stochastic sign of each local score and the "
+                "server score is an EMA of their mean; delta = it sends the stochastic ternary "
+                "rounding of how far it moved each score this round (per-layer scale, "
+                "range-coded) and the server score accumulates their mean (FedAvg over score "
+                "changes; see delta_clip, delta_lr, delta_init).")
+    delta_clip: float = _f(2.5, "signscore with uplink_vote=delta: a layer's changes are clipped "
+                                "to ±(this × their RMS) before ternary rounding (0 = to the max "
+                                "abs change: no clipping, sparser, noisier).", ge=0)
+    delta_lr: float = _f(1.0, "signscore with uplink_vote=delta: server learning rate on the "
+                              "mean decoded change (1 = FedAvg).", gt=0)
+    delta_init: float = _f(0.5, "signscore with uplink_vote=delta: initial server score of every "
+                                "kept weight, times its layer's kaiming bound 1/sqrt(fan_in) "
+                                "(0.5 = the mean abs of fresh kaiming scores; sign +1 = the "
+                                "ticket).", gt=0)
+    local_rescale: Literal["none", "kaiming"] = _f(
+        "none", "signscore: none = a client keeps its own (stale) score magnitudes under the "
+                "global signs; kaiming = rescales them per layer to the mean abs of fresh kaiming "
+                "scores every round (order and signs kept).")
     downlink_reference: Literal["held", "ticket"] = _f(
         "held", "signscore with downlink_coding=entropy: held = each node's global signs coded "
                 "against the last global it trained from (kept in its Context.state) when that "
@@ -433,8 +452,22 @@ class FLConfig:
                               "are each client's test nodes)")
         if self.data.partition == "pathological" and self.data.classes_per_client > 10:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
+        if self.method == "signscore" and self.signscore.uplink_vote == "delta":
+            self._validate_delta_vote()
         if self.server.secure_aggregation:
             self._validate_secagg()
+
+    def _validate_delta_vote(self) -> None:
+        sc = self.signscore
+        for bad, what in ((sc.dither_decode, "signscore.dither_decode=true"),
+                          (sc.downlink_levels > 0, f"signscore.downlink_levels={sc.downlink_levels}"),
+                          (self.robust.kind != "none", f"robust.kind={self.robust.kind}"),
+                          (self.attack.kind not in ("none", "label_flip"),
+                           f"attack.kind={self.attack.kind}"),
+                          (self.server.secure_aggregation, "server.secure_aggregation=true")):
+            if bad:
+                raise ConfigError(f"signscore.uplink_vote=delta sends ternary score changes, which "
+                                  f"{what} does not apply to; unset it or use uplink_vote=sign")
 
     def _validate_secagg(self) -> None:
         s, k = self.secagg, self.clients_per_round

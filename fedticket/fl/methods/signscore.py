@@ -52,6 +52,7 @@ from fedticket.core import entropy
 from fedticket.core.codec import pack_bits, unpack_bits
 from fedticket.core.supermask import kaiming_score_bound
 from fedticket.fl import wire
+from fedticket.fl.methods import signscore_delta as delta_vote
 from fedticket.fl.methods.base import client_seed, plain_copy
 from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
 from fedticket.fl.model import Ticket, make_optimizer
@@ -236,6 +237,20 @@ def local_bounds(mask) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def rescaled_to_kaiming(scores: torch.Tensor, mask) -> torch.Tensor:
+    """``scores`` with each layer's magnitudes rescaled so their mean is the mean of fresh
+    kaiming scores (bound/2), signs and order kept (``signscore.local_rescale: kaiming``): a
+    client's stale magnitudes keep its preferences but not the scale they grew to."""
+    s = scores.reshape(-1).double()
+    out = []
+    for blk, b in zip(torch.split(s, layer_sizes(mask)),
+                      [kaiming_score_bound(tuple(mask[n].shape)) for n in mask.keys()],
+                      strict=True):
+        m = float(blk.abs().mean()) if blk.numel() else 0.0
+        out.append(blk * (0.5 * b / m) if m > 0 else blk)
+    return (torch.cat(out) if out else s).float()
+
+
 def encode_signs(bits: torch.Tensor, coding: str, reference: torch.Tensor | None,
                  dither_seed: int | None = None):
     """Packed bits, or (``coding="entropy"``) bits range-coded against ``reference``."""
@@ -316,6 +331,7 @@ class SignScoreLearner(SupermaskLearner):
     """HideNseek's client (local magnitudes, signs from the server) with a stochastic sign uplink."""
 
     _global: torch.Tensor | None = None
+    _start: torch.Tensor | None = None   # the scores right after load_global (delta vote)
     _round = 1   # the round being trained (for signscore.local_lr_final)
     _referenced = False
 
@@ -332,6 +348,11 @@ class SignScoreLearner(SupermaskLearner):
             return
         self._global = decode_signs(array, n, ticket_signs, self.held_global)
         self.net.load_mask_bits(self._global)
+        if self.cfg.signscore.local_rescale == "kaiming":
+            self.net.load_score_vector(rescaled_to_kaiming(self.net.score_vector(),
+                                                           self.ticket.mask))
+        # the delta vote reports the change from here
+        self._start = self.net.score_vector().clone()
 
     def optimizer(self):
         # signscore.local_lr_final: the clients' score lr follows a cosine over the run's rounds
@@ -353,6 +374,12 @@ class SignScoreLearner(SupermaskLearner):
     def update(self, server_round):
         sc = self.cfg.signscore
         seed = client_seed(self.cfg, server_round, self.partition_id, 7)
+        if sc.uplink_vote == "delta":
+            n = self.net.num_kept
+            t, scales = delta_vote.ternary_round(self.net.score_vector() - self._start,
+                                                 layer_sizes(self.ticket.mask), sc.delta_clip,
+                                                 entropy.dither(seed, n))
+            return delta_vote.encode_ternary(t, scales, seed, self._global)
         g = torch.Generator().manual_seed(seed)
         temperature = anneal(sc.temperature, sc.temperature_final, server_round, self.cfg.rounds)
         segments = layer_sizes(self.ticket.mask) if sc.vote_scale == "layer" else None
@@ -380,7 +407,19 @@ class SignScoreMethod(HideNseekMethod):
 
     @property
     def uplink_kind(self) -> str:
+        if self.cfg.signscore.uplink_vote == "delta":
+            return delta_vote.TERNARY
         return wire.CODED_BITS if self.cfg.signscore.uplink_coding == "entropy" else wire.BITS
+
+    @property
+    def _delta(self) -> bool:
+        return self.cfg.signscore.uplink_vote == "delta"
+
+    def _initial_magnitude(self) -> torch.Tensor:
+        if self._delta:
+            return delta_vote.initial_score(local_bounds(self.ticket.mask),
+                                            self.cfg.signscore.delta_init)
+        return torch.full((self.ticket.kept,), float(self.cfg.signscore.init_margin))
 
     def _global(self, bits: torch.Tensor):
         k = int(self.cfg.signscore.downlink_levels)
@@ -410,6 +449,10 @@ class SignScoreMethod(HideNseekMethod):
             self._downlink.delivered(server_round, sent, acked)
 
     def decode_update(self, array):
+        if self._delta:
+            if self._sent is None:
+                raise wire.MalformedPayload("ternary update, but no global signs were broadcast")
+            return delta_vote.decode_ternary(array, layer_sizes(self.ticket.mask), self._sent)
         if self.uplink_kind == wire.CODED_BITS:
             if self._sent is None:
                 raise wire.MalformedPayload("coded update, but no global signs were broadcast")
@@ -417,7 +460,7 @@ class SignScoreMethod(HideNseekMethod):
         return wire.decode_bits_array(array, self.ticket.kept)
 
     def initial_global(self):
-        self._score = torch.full((self.ticket.kept,), float(self.cfg.signscore.init_margin))
+        self._score = self._initial_magnitude()
         self._velocity = torch.zeros(self.ticket.kept)
         return self._global(self._score >= 0)
 
@@ -428,10 +471,14 @@ class SignScoreMethod(HideNseekMethod):
     def aggregate(self, server_round, updates, weights, current):
         if self._score is None:  # a resumed server: only the signs survived
             prev = self._signs(current)
-            margin = float(self.cfg.signscore.init_margin)
+            margin = self._initial_magnitude()
             self._score = torch.where(prev, margin, -margin).float()
             self._velocity = torch.zeros(self.ticket.kept)
-        if updates:
+        if updates and self._delta:
+            self._score, self._velocity = delta_vote.delta_step(
+                self._score, self._velocity, list(updates), list(weights),
+                self.cfg.signscore.delta_lr, self.cfg.signscore.server_momentum)
+        elif updates:
             if self.reputation is not None:   # robust.kind=reputation (see fedticket/fl/robust.py)
                 weights = self.reputation.weights(self.clients, updates, weights, self._score >= 0)
             sc = self.cfg.signscore
