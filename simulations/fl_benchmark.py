@@ -127,6 +127,9 @@ def parse_args(argv=None):
                         "LABEL (a folder under --out); values cannot hold commas; repeatable")
     p.add_argument("--rounds", type=int, default=100, help="rounds per method (same for all)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (same for every method)")
+    p.add_argument("--personal-every", type=int, default=None,
+                   help="personalized evaluation every N rounds (default: rounds // 5); give the "
+                        "earlier run's N to compare runs of different lengths round by round")
     p.add_argument("--grid", choices=("engine", "memory"), default="engine",
                    help="engine = Flower's simulation engine; memory = in-memory Grid only")
     p.add_argument("--time-budget", type=float, default=None,
@@ -154,6 +157,9 @@ def parse_args(argv=None):
     p.add_argument("--reach", type=_acc_list, default=[0.70, 0.75, 0.78],
                    help="accuracies: the cumulative uplink each row needed to first reach each "
                         "(default 0.70,0.75,0.78)")
+    p.add_argument("--acc-at", type=_int_list, default=[],
+                   help="rounds R: also a table of each row's global and personalized accuracy "
+                        "after round R (mean ± std over its seeds), e.g. 50,100,150,200")
     p.add_argument("--plot-dir", default=None,
                    help="also write the two plots there as fl_bench_accuracy_vs_round.png and "
                         "fl_bench_accuracy_vs_uplink.png (e.g. docs/img)")
@@ -164,6 +170,8 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods.split(",") if m.strip() and m.strip() not in METHODS]
     if unknown:
         p.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if args.personal_every is not None and args.personal_every < 1:
+        p.error(f"--personal-every must be >= 1, got {args.personal_every}")
     if args.append and not args.report_only and not (Path(args.out) / "results.json").is_file():
         p.error(f"--append: {args.out} holds no results.json yet; run once without --append")
     if args.report_only and not (Path(args.out) / "results.json").is_file():
@@ -261,6 +269,27 @@ def reach_table(results: dict, targets: list[float]) -> str:
     return "\n".join(lines)
 
 
+def acc_at_rounds_table(results: dict, at_rounds: list[int]) -> str:
+    """Markdown table: each row's global, then personalized, accuracy after round R (mean ± std
+    over its seeds, with how many); "—" where no seed has the round (or no personal evaluation
+    there), "k/n seeds" where only some do."""
+    def cell(per, R, key):
+        vals = [next((r[key] for r in x["rows"] if int(r["round"]) == R and r.get(key)), None)
+                for x in per.values()]
+        got = [float(v) for v in vals if v is not None]
+        if not got:
+            return "—"
+        return _pm(got) + (f", {len(got)}/{len(vals)} seeds" if len(got) < len(vals) else "")
+
+    cols = ([f"global @ {R}" for R in at_rounds] + [f"personalized @ {R}" for R in at_rounds])
+    lines = ["| method | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for m, per in results.items():
+        cells = ([cell(per, R, "global_accuracy") for R in at_rounds]
+                 + [cell(per, R, "personalized_accuracy") for R in at_rounds])
+        lines.append(f"| {m} | {len(per)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _stats(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -276,7 +305,7 @@ def _pm(xs, digits=4):
 def run_one(args, cfg, label: str, seed: int, rounds: int) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg.rounds, cfg.seed = rounds, seed
-    cfg.eval.personal_every = max(1, rounds // 5)
+    cfg.eval.personal_every = args.personal_every or max(1, rounds // 5)
     folder = Path(args.out).resolve() / label / f"seed{seed}"
     t0 = time.perf_counter()
     if args.grid == "engine":
@@ -506,7 +535,11 @@ def write_report(args, results, rounds, calib, total_seconds, out: RunDir, quiet
             "in brackets the round each row had reached (range over seeds).\n\n" + eq_text + "\n"
             + "\nThe other way round: the cumulative uplink (all clients, MB) each row needed to "
             "first reach a global accuracy (mean ± std over the seeds that reached it).\n\n"
-            + reach_table(results, args.reach) + "\n")
+            + reach_table(results, args.reach) + "\n"
+            + (f"\n## Accuracy at rounds {', '.join(map(str, args.acc_at))}\n\nGlobal, then "
+               "personalized (10 clients' local test splits, where evaluated that round), after "
+               "round R; mean ± std over each row's seeds.\n\n"
+               + acc_at_rounds_table(results, args.acc_at) + "\n" if args.acc_at else ""))
     out.file("table.md").write_text(text)
     out.write_json("results.json", {m: {str(seed): {k: v for k, v in r.items() if k != "rows"}
                                         for seed, r in per.items()}
@@ -538,7 +571,10 @@ def plot_benchmark(results: dict, path_round: Path, path_uplink: Path, n_seeds: 
 
     colours = plt.get_cmap("tab20").colors   # pairs: a method's dark colour, its variants' light one
     n_variants: dict[str, int] = {}
-    band = f", band ± 1 std over {n_seeds} seeds" if n_seeds > 1 else ""
+    counts = {len(per) for per in results.values()}
+    mixed = len(counts) > 1   # rows with different seed counts: say each row's in its label
+    band = ((", band ± 1 std over each row's seeds (none for 1 seed)" if mixed
+             else f", band ± 1 std over {n_seeds} seeds") if max(counts) > 1 else "")
     figs = {k: plt.subplots(figsize=(9.0, 5.0), dpi=120) for k in ("round", "uplink")}
     for i, (m, per) in enumerate(results.items()):
         xs, mean, sd = _mean_curve(per, lambda x: float(x["global_accuracy"]))
@@ -549,7 +585,8 @@ def plot_benchmark(results: dict, path_round: Path, path_uplink: Path, n_seeds: 
         rank = ROW_ORDER.index(method) if method in ROW_ORDER else len(ROW_ORDER) + i
         k = n_variants[method] = n_variants.get(method, -1) + 1   # 0 = the method's own row
         style = dict(color=colours[(2 * rank + (k > 0)) % len(colours)],
-                     linestyle=("-", "--", ":", "-.")[min(k, 3)], linewidth=1.6, label=m)
+                     linestyle=("-", "--", ":", "-.")[min(k, 3)], linewidth=1.6,
+                     label=f"{m} ({len(per)} seed{'s' if len(per) > 1 else ''})" if mixed else m)
         for key, x in (("round", xs), ("uplink", mb)):
             keep = [j for j in range(len(mean)) if key == "round" or x[j] > 0]  # log x: skip 0 bytes
             ax = figs[key][1]

@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +122,45 @@ def test_report_only_includes_another_folder_under_a_prefix_and_keeps_it(bench, 
     monkeypatch.setattr(bench, "plot_benchmark", lambda *a, **k: None)  # plots checked above
     assert bench.main(["--report-only", "--out", str(mine)]) == 0    # the merged row stays
     assert "| b-signscore |" in (mine / "table.md").read_text()
+
+
+def test_append_one_seed_merges_rows_of_different_seed_counts(bench, tmp_path, monkeypatch):
+    """``--append --seeds 1`` runs only the missing seed of each named row, keeps the other rows
+    (with their own seed counts), and ``--personal-every`` reaches the runs' config."""
+    out = _write_folder(tmp_path / "b", {"signscore": {0: (100, [0.5, 0.6, 0.7, 0.8])},
+                                         "fedpm": {0: (300, [0.6, 0.6, 0.6, 0.6])}})
+    ran = []
+
+    def fake_run(cfg, folder):        # the in-memory Grid, stubbed: rounds.csv and a summary
+        ran.append((cfg.seed, cfg.eval.personal_every))
+        accs = [0.1 * (i + 1) for i in range(cfg.rounds)]
+        rows = _rows(100, accs)
+        rows[2]["personalized_accuracy"] = "0.9"
+        Path(folder).mkdir(parents=True)
+        with open(Path(folder) / "rounds.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, list(rows[0]) + ["personalized_accuracy"])
+            w.writeheader()
+            w.writerows(rows)
+        return json.loads((out / "results.json").read_text())["signscore"]["0"]["summary"] | {
+            "final_global_accuracy": accs[-1], "best_global_accuracy": accs[-1]}
+
+    cfg = SimpleNamespace(rounds=0, seed=0, eval=SimpleNamespace(personal_every=1),
+                          server=SimpleNamespace(checkpoint=True), output_dir="")
+    monkeypatch.setattr(bench, "prepare", lambda *a, **k: cfg)
+    monkeypatch.setattr(bench, "run_in_process", fake_run)
+    monkeypatch.setattr(bench, "plot_benchmark", lambda *a, **k: None)
+    args = ["--grid", "memory", "--rounds", "4", "--out", str(out), "--append", "--methods",
+            "signscore", "--acc-at", "2,4"]
+    assert bench.main([*args, "--seeds", "0,1", "--personal-every", "2"]) == 0
+    assert ran == [(1, 2)]                                  # seed 0 was there already
+    assert bench.main([*args, "--seeds", "2"]) == 0
+    assert ran[-1] == (2, 1)                                # default: rounds // 5, at least 1
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted(saved["signscore"]) == ["0", "1", "2"] and sorted(saved["fedpm"]) == ["0"]
+    table = (out / "table.md").read_text()
+    assert "| signscore | 4 | 3 |" in table and "| fedpm | 4 | 1 |" in table
+    at = table.split("## Accuracy at rounds 2, 4")[1]
+    # round 2: seed 0's 0.6 and the two stubbed runs' 0.2; personalized only where evaluated
+    assert "| signscore | 3 | 0.3333 ± 0.2309 | 0.5333 ± 0.2309 | 0.9000 ± 0.0000, 2/3 seeds | — |" in at
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--personal-every", "0"])
