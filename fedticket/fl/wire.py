@@ -213,3 +213,20 @@ def payload_nbytes(content: RecordDict) -> int:
 
 def record(array: Array, key: str = "payload") -> ArrayRecord:
     return ArrayRecord({key: array})
+
+
+def length_prefixed_parts(data: bytes, off: int, count: int, what: str) -> list[bytes]:
+    """``count`` parts, each a little-endian uint32 length then its bytes, from ``off`` to the
+    end of ``data``; MalformedPayload (naming ``what``) when truncated or followed by more."""
+    parts = []
+    for _ in range(count):
+        if off + 4 > len(data):
+            raise MalformedPayload(f"{what} truncated")
+        (m,) = struct.unpack_from("<I", data, off)
+        if off + 4 + m > len(data):
+            raise MalformedPayload(f"{what} truncated")
+        parts.append(data[off + 4:off + 4 + m])
+        off += 4 + m
+    if off != len(data):
+        raise MalformedPayload(f"{what} has {len(data) - off} trailing bytes")
+    return parts

@@ -205,17 +205,7 @@ def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor,
     magic, k = _LEVELS_HEAD.unpack_from(data)
     if magic != _LEVELS_MAGIC or not 1 <= k <= 8:
         raise wire.MalformedPayload(f"score-level payload: bad magic {magic!r} or k={k}")
-    off, parts = _LEVELS_HEAD.size, []
-    for _ in range(1 + k):
-        if off + 4 > len(data):
-            raise wire.MalformedPayload("score-level payload truncated")
-        (m,) = struct.unpack_from("<I", data, off)
-        if off + 4 + m > len(data):
-            raise wire.MalformedPayload("score-level payload truncated")
-        parts.append(data[off + 4:off + 4 + m])
-        off += 4 + m
-    if off != len(data):
-        raise wire.MalformedPayload(f"score-level payload has {len(data) - off} trailing bytes")
+    parts = wire.length_prefixed_parts(data, _LEVELS_HEAD.size, 1 + k, "score-level payload")
 
     def arr(blob):
         stype = wire.CODED_BITS if blob[:len(entropy.MAGIC)] == entropy.MAGIC else wire.BITS

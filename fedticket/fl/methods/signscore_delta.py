@@ -97,17 +97,7 @@ def decode_ternary(array, segments: list[int], reference: torch.Tensor) -> torch
     scales = torch.frombuffer(bytearray(data[_HEAD.size:off]), dtype=torch.float32).double()
     if not bool(torch.isfinite(scales).all()) or bool((scales <= 0).any()):
         raise wire.MalformedPayload("ternary payload has a scale that is not finite and > 0")
-    parts = []
-    for _ in range(2):
-        if off + 4 > len(data):
-            raise wire.MalformedPayload("ternary payload truncated")
-        (m,) = struct.unpack_from("<I", data, off)
-        if off + 4 + m > len(data):
-            raise wire.MalformedPayload("ternary payload truncated")
-        parts.append(data[off + 4:off + 4 + m])
-        off += 4 + m
-    if off != len(data):
-        raise wire.MalformedPayload(f"ternary payload has {len(data) - off} trailing bytes")
+    parts = wire.length_prefixed_parts(data, off, 2, "ternary payload")
     n = int(sum(segments))
     ref = reference.reshape(-1).bool()
     try:
