@@ -159,14 +159,25 @@ class FusedAdam:
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter from its ``.grad`` (all must be set)."""
-        grads = [p.grad for p in self.params]
-        if any(g is None for g in grads):
-            raise ValueError("FusedAdam.step needs every parameter's .grad")
-        torch._foreach_add_(self.steps, 1)
-        torch._fused_adam_(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+        # as Adam.step: a parameter without a gradient is skipped, its step counter too
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not idx:
+            return
+        params = [self.params[i] for i in idx]
+        steps = [self.steps[i] for i in idx]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, [p.grad for p in params], [self.exp_avgs[i] for i in idx],
+                           [self.exp_avg_sqs[i] for i in idx], [], steps,
                            amsgrad=False, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
                            weight_decay=self.weight_decay, eps=self.eps, maximize=False,
                            grad_scale=None, found_inf=None)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
 
 
 _GCN_OUT_SOURCE = r"""

@@ -91,3 +91,28 @@ def test_fused_adam_is_torch_adam_bit_for_bit(weight_decay):
         ref.step()
         for a, b in zip(ours, theirs):
             assert torch.equal(a.detach().view(torch.int32), b.detach().view(torch.int32))
+
+
+def test_fused_adam_skips_a_parameter_without_gradient_as_torch_adam_does():
+    # the dense teacher's loop (graph.train) uses FusedAdam: a parameter that got no gradient in
+    # a step (set_to_none) must keep its value and its step counter, as in Adam.step
+    g = torch.Generator().manual_seed(2)
+    ours = [torch.nn.Parameter(torch.randn(9, 4, generator=g)) for _ in range(2)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    mine = FusedAdam(ours, lr=0.01, weight_decay=5e-4)
+    ref = torch.optim.Adam(theirs, lr=0.01, weight_decay=5e-4, fused=True)
+    for step in range(6):
+        mine.zero_grad(set_to_none=True)
+        ref.zero_grad(set_to_none=True)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            if i == 1 and step % 2:   # the second parameter skips every other step
+                continue
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        mine.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a.detach().view(torch.int32), b.detach().view(torch.int32))
+    assert ours[0].grad is not None
+    mine.zero_grad()
+    assert all(p.grad is None for p in ours)
