@@ -67,7 +67,8 @@ def raw_array(blob: bytes, stype: str) -> Array:
     return Array(dtype="uint8", shape=(len(blob),), stype=stype, data=bytes(blob))
 
 
-def _check_array(array, stype: str) -> bytes:
+def raw_bytes(array, stype: str) -> bytes:
+    """The bytes of a raw ``stype`` payload, or MalformedPayload naming what is wrong."""
     if not isinstance(array, Array):
         raise MalformedPayload(f"payload is a {type(array).__name__}, not a Flower Array")
     if array.stype != stype:
@@ -83,7 +84,7 @@ def _check_array(array, stype: str) -> bytes:
 
 def decode_bits_array(array, n: int) -> torch.Tensor:
     """Flat bool tensor of exactly ``n`` bits, or MalformedPayload naming the problem."""
-    data = _check_array(array, BITS)
+    data = raw_bytes(array, BITS)
     try:
         return decode_bits(data, expected_n=n)
     except ValueError as e:
@@ -105,7 +106,7 @@ def decode_coded_bits_array(array, n: int, reference: torch.Tensor) -> torch.Ten
     """Flat bool tensor of ``n`` bits coded against ``reference``, or MalformedPayload."""
     from fedticket.core.entropy import decode_delta
 
-    data = _check_array(array, CODED_BITS)
+    data = raw_bytes(array, CODED_BITS)
     try:
         return decode_delta(data, reference.reshape(-1).bool(), expected_n=n)
     except ValueError as e:
@@ -144,7 +145,7 @@ def _counted_body(data: bytes, magic: bytes, what: str, n: int, unit: str) -> tu
 
 def reference_of(array, n: int) -> tuple[int | None, int]:
     """(held round or None for the ticket, reference CRC) a ``rbits`` payload is coded against."""
-    flags, body = _counted_body(_check_array(array, REF_BITS), _REF_MAGIC, "referenced-bit",
+    flags, body = _counted_body(raw_bytes(array, REF_BITS), _REF_MAGIC, "referenced-bit",
                                 n, "bits")
     if flags not in (0, _REF_HELD) or len(body) < _REF.size:
         raise MalformedPayload("referenced-bit payload: unknown flags or a truncated header")
@@ -186,7 +187,7 @@ def decode_referenced_bits_array(array, n: int, ticket: torch.Tensor,
 
 def decode_floats_array(array, n: int) -> torch.Tensor:
     """Flat float32 tensor of exactly ``n`` finite values, or MalformedPayload."""
-    _flags, body = _counted_body(_check_array(array, F32), _F32_MAGIC, "float", n, "values")
+    _flags, body = _counted_body(raw_bytes(array, F32), _F32_MAGIC, "float", n, "values")
     if len(body) != 4 * n:
         raise MalformedPayload(f"float payload body has {len(body)} bytes, expected {4 * n}")
     v = np.frombuffer(body, dtype="<f4").astype(np.float32)

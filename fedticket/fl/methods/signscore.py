@@ -196,12 +196,9 @@ def encode_levels(signs: torch.Tensor, levels: torch.Tensor, k: int, coding: str
 
 def decode_levels(array, n: int, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(signs, levels, k) of an ``encode_levels`` payload, or MalformedPayload."""
-    if not isinstance(array, Array) or array.stype != LEVELS:
-        raise wire.MalformedPayload(f"payload kind {getattr(array, 'stype', type(array).__name__)!r}, "
-                                    f"expected {LEVELS!r}")
-    data = bytes(array.data)
-    if array.dtype != "uint8" or tuple(array.shape) != (len(data),) or len(data) < _LEVELS_HEAD.size:
-        raise wire.MalformedPayload("score-level payload: not raw bytes of a whole header")
+    data = wire.raw_bytes(array, LEVELS)
+    if len(data) < _LEVELS_HEAD.size:
+        raise wire.MalformedPayload("score-level payload shorter than its header")
     magic, k = _LEVELS_HEAD.unpack_from(data)
     if magic != _LEVELS_MAGIC or not 1 <= k <= 8:
         raise wire.MalformedPayload(f"score-level payload: bad magic {magic!r} or k={k}")

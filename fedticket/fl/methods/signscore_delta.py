@@ -81,12 +81,9 @@ def encode_ternary(t: torch.Tensor, scales: torch.Tensor, seed: int, reference: 
 def decode_ternary(array, segments: list[int], reference: torch.Tensor) -> torch.Tensor:
     """The decoded changes B·t (float32, one per kept weight) of a ``fedticket.tern`` payload,
     or :class:`wire.MalformedPayload` naming what is wrong."""
-    if not isinstance(array, Array) or array.stype != TERNARY:
-        raise wire.MalformedPayload(f"payload kind {getattr(array, 'stype', type(array).__name__)!r}, "
-                                    f"expected {TERNARY!r}")
-    data = bytes(array.data)
-    if array.dtype != "uint8" or tuple(array.shape) != (len(data),) or len(data) < _HEAD.size:
-        raise wire.MalformedPayload("ternary payload: not raw bytes of a whole header")
+    data = wire.raw_bytes(array, TERNARY)
+    if len(data) < _HEAD.size:
+        raise wire.MalformedPayload("ternary payload shorter than its header")
     magic, layers = _HEAD.unpack_from(data)
     if magic != _MAGIC or layers != len(segments):
         raise wire.MalformedPayload(f"ternary payload: bad magic {magic!r} or {layers} layers "
