@@ -330,7 +330,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
     batch (getting any one level needs all of it).
     """
     from fedticket.core import prunable_parameters
-    from graph.methods import _weights_kept, teacher_logits
+    from graph.methods import _weights_kept, student_lr, teacher_logits
     from graph.transforms import teddy_ranking
 
     cfg, edge_index = ctx.cfg, ctx.data.edge_index
@@ -346,7 +346,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
     keeps = [lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None for lv in todo]
     t1 = time.perf_counter()
     results = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, eis, keeps,
-                               seed=ctx.seed, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                               seed=ctx.seed, epochs=cfg.train.epochs, lr=student_lr(cfg),
                                weight_decay=cfg.train.weight_decay,
                                teacher_logits=teacher_logits(ctx), kd_lambda=cfg.teddy.kd_lambda,
                                temperature=cfg.teddy.temperature, ramp=cfg.teddy.ramp_epochs,

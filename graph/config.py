@@ -93,6 +93,7 @@ class TeddyConfig:
     project: Literal["all", "weights"] = field(default="all", metadata=_h("ℓ0 ball over all parameters incl. biases, GIN ε, GAT attention (all, TEDDY) or weight tensors only"))
     ramp_epochs: int = field(default=0, metadata=_h("ℓ0 sparsity ramp (fedticket's option, not TEDDY's): the projection's budget falls from all entries to the level's over the first R epochs (cubic, gradual magnitude pruning) and the best-validation epoch is picked from epoch R on; 0: the level's budget from the first step (TEDDY)", ge=0))
     teacher: Literal["best", "last"] = field(default="best", metadata=_h("the dense teacher's logits from its best-validation epoch (best, TEDDY) or its last epoch (last)"))
+    student_lr: float | None = field(default=None, metadata=_h("Adam learning rate of the TEDDY students (fedticket's option, not TEDDY's); null: train.lr, the dense teacher's (TEDDY trains both with one lr)", gt=0))
 
 
 @dataclass

@@ -63,7 +63,8 @@ class SeedContext:
     def todo(self, method: str) -> list[Level]:
         return [lv for lv in self.levels if (method, lv.level) not in self.done]
 
-    def train(self, edge_index: Tensor, desc: str, **kw) -> TrainResult:
+    def train(self, edge_index: Tensor, desc: str, *, lr: float | None = None, **kw) -> TrainResult:
+        """``lr``: this run's learning rate (None: ``train.lr``)."""
         cfg = self.cfg
         self.model.load_state_dict(self.init_state)
         if self.train_rng is not None:
@@ -71,7 +72,7 @@ class SeedContext:
         else:
             torch.manual_seed(self.seed)
         return train_node_classifier(self.model, self.x, self.data, edge_index,
-                                     epochs=cfg.train.epochs, lr=cfg.train.lr,
+                                     epochs=cfg.train.epochs, lr=cfg.train.lr if lr is None else lr,
                                      weight_decay=cfg.train.weight_decay,
                                      progress=self.progress, desc=f"{desc} seed {self.seed}", **kw)
 
@@ -110,6 +111,12 @@ def teacher_logits(ctx: SeedContext) -> Tensor:
     return res.logits
 
 
+def student_lr(cfg) -> float:
+    """The TEDDY students' learning rate: ``teddy.student_lr``, else ``train.lr`` (the TEDDY code
+    trains the teacher and its students with one lr)."""
+    return cfg.train.lr if cfg.teddy.student_lr is None else cfg.teddy.student_lr
+
+
 @register("dense")
 def run_dense(ctx: SeedContext) -> Iterator[LevelRow]:
     """The dense model: the reference point and TEDDY's teacher (its best-validation logits)."""
@@ -135,7 +142,7 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
         ei = edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
         res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=teacher_logits(ctx),
                         kd_lambda=cfg.teddy.kd_lambda, temperature=cfg.teddy.temperature,
-                        l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
+                        lr=student_lr(cfg), l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
                         l0_params=cfg.teddy.project, l0_scope=cfg.teddy.weight_scope,
                         l0_ramp=cfg.teddy.ramp_epochs)
         secs = time.perf_counter() - t1
