@@ -142,7 +142,8 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
         ei = edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
         res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=teacher_logits(ctx),
                         kd_lambda=cfg.teddy.kd_lambda, temperature=cfg.teddy.temperature,
-                        lr=student_lr(cfg), l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
+                        lr=student_lr(cfg),
+                        l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
                         l0_params=cfg.teddy.project, l0_scope=cfg.teddy.weight_scope,
                         l0_ramp=cfg.teddy.ramp_epochs)
         secs = time.perf_counter() - t1
