@@ -59,7 +59,8 @@ from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels
+from graph.ops import (BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels,
+                       transposed_chain)
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -166,6 +167,10 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
 
         def first_grad(dz1: Tensor) -> Tensor:
             return xt @ dz1
+
+        def first_grad_through(at, dp1: Tensor) -> Tensor:
+            # Xᵀ (Âᵀ dp1): one pass over X's rows with the bag kernels (graph.ops)
+            return first_grad(at @ dp1) if exact else transposed_chain(xc, xt, at, dp1)
     else:
         def first(w1: Tensor) -> Tensor:
             return F.linear(x, w1)
@@ -174,6 +179,9 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             # fused Adam reads a gradient in its parameter's layout (autograd's
             # AccumulateGrad makes that copy in the sequential run)
             return dz1.t().mm(x).contiguous()
+
+        def first_grad_through(at, dp1: Tensor) -> Tensor:
+            return first_grad(at @ dp1)
     y, train_mask = data.y, data.train_mask
     y_train = y[train_mask]
     use_kd = teacher_logits is not None and kd_lambda > 0
@@ -233,7 +241,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
                 if lv.pending is not None:  # eval pass of the previous step's weights
                     lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
                 lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits)
-                lv.w1.grad = first_grad(at @ dp1)
+                lv.w1.grad = first_grad_through(at, dp1)
                 continue
             h = torch.relu(a @ first(w1))
             if lv.pending is not None:  # eval pass of the previous step's weights
@@ -245,7 +253,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             if m is not None:
                 dh = dh * m
             dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
-            lv.w1.grad = first_grad(at @ dp1)
+            lv.w1.grad = first_grad_through(at, dp1)
 
     def step_update_project(i: int, mask: tuple, epoch: int) -> None:
         step(groups[i], mask)

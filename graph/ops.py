@@ -115,21 +115,191 @@ class BagMatrix:
     (49k non-zeros x 512 channels) against 4.1 ms for the CSR product, and 0.75 ms against 2.9 ms
     for ``Â @ H``. Sums are taken in another order than the CSR kernel's, so the results agree
     with it to float rounding (about 1e-7 relative), not bit for bit.
+
+    Where the bag kernels build (:func:`bag_kernels`: AVX-512, float32, a width that is a
+    multiple of 16) the product runs as their C loop instead, which sums in the embedding bag's
+    own order (one ``fma`` per stored entry, from +0, in stored order: what fbgemm's
+    ``EmbeddingSpMDM``, torch's x86 kernel, does), so the result is the same to the bit, about
+    1.6x faster on ``X @ W1`` (its rows stay in registers in blocks of 128 channels).
     """
 
-    def __init__(self, csr: Tensor):
+    def __init__(self, csr: Tensor, kernels: bool = True):
         if csr.layout != torch.sparse_csr:
             raise ValueError(f"BagMatrix needs a CSR tensor, got layout {csr.layout}")
         self.shape = tuple(csr.shape)
         self.index = csr.col_indices().contiguous()
         self.offsets = csr.crow_indices()[:-1].contiguous()
         self.weights = csr.values().contiguous()
+        lib = bag_kernels() if kernels else None
+        self.lib = lib if lib is not None and (
+            self.index.dtype == self.offsets.dtype == torch.int64
+            and self.weights.dtype == torch.float32 and self.weights.device.type == "cpu") else None
+
+    def _fast(self, h: Tensor) -> bool:
+        return (self.lib is not None and h.dtype == torch.float32 and h.device.type == "cpu"
+                and h.shape[1] % 16 == 0)
+
+    def _args(self) -> tuple:
+        return (self.offsets.data_ptr(), self.shape[0], self.index.numel(),
+                self.index.data_ptr(), self.weights.data_ptr())
 
     def __matmul__(self, h: Tensor) -> Tensor:
         if h.dim() != 2 or h.size(0) != self.shape[1]:
             raise ValueError(f"cannot multiply a {self.shape} matrix by {tuple(h.shape)}")
-        return torch.nn.functional.embedding_bag(self.index, h.contiguous(), self.offsets,
+        h = h.contiguous()
+        if self._fast(h):
+            out = torch.empty(self.shape[0], h.shape[1], dtype=h.dtype)
+            self.lib.bag_mm(*self._args(), h.data_ptr(), h.shape[1], out.data_ptr())
+            return out
+        return torch.nn.functional.embedding_bag(self.index, h, self.offsets,
                                                  mode="sum", per_sample_weights=self.weights)
+
+
+def transposed_chain(x: BagMatrix, xt: BagMatrix, at: BagMatrix, g: Tensor) -> Tensor:
+    """``Xᵀ (Âᵀ G)``, the GCN's first-layer weight gradient, without storing ``Âᵀ G``.
+
+    ``xt`` is ``X``'s transpose (``Xᵀ`` as its own :class:`BagMatrix`). As two bags,
+    ``xt @ (at @ g)`` gathers, for each of ``Xᵀ``'s 49k entries on Cora, a 2 kB row of the 5.5 MB
+    ``Âᵀ G``, which does not stay in a core's cache (4.9 ms per call here). The bag kernels
+    instead walk ``X``'s rows in order: row ``i`` of ``Âᵀ G`` is summed in registers (as
+    ``at @ g`` sums it) and at once added into the rows of the 2.9 MB result that ``X``'s row
+    ``i`` names (``fma``, ``i`` ascending: the order in which the bag of ``Xᵀ``, whose rows list
+    ``X``'s rows ascending, sums them), so the result is the two bags' to the bit, in 3.0 ms.
+    """
+    if g.dim() != 2 or at.shape[1] != g.shape[0] or x.shape[0] != at.shape[0]:
+        raise ValueError(f"cannot chain {x.shape}ᵀ, {at.shape} and {tuple(g.shape)}")
+    g = g.contiguous()
+    if x._fast(g) and at._fast(g):
+        out = torch.empty(x.shape[1], g.shape[1], dtype=g.dtype)
+        x.lib.bag_chain(at.offsets.data_ptr(), at.index.data_ptr(), at.weights.data_ptr(),
+                        at.index.numel(), x.offsets.data_ptr(), x.index.data_ptr(),
+                        x.weights.data_ptr(), x.index.numel(), x.shape[0], g.data_ptr(),
+                        g.shape[1], x.shape[1], out.data_ptr())
+        return out
+    return xt @ (at @ g)
+
+
+_BAG_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+
+/* A sparse matrix (CSR rows: off [rows] start offsets, idx/w [nnz] columns and values) times a
+   dense h [., d] in the sum order of torch's embedding_bag on x86 (fbgemm's EmbeddingSpMDM):
+   out[i] = fma(w_k, h[idx_k], ...) over row i's entries in stored order, starting from +0.
+   Columns are independent, so blocking them (NB vectors of 16) keeps every element's chain. */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define NB 8 /* 16-float vectors per column block: 128 channels in 8 registers */
+
+__attribute__((target("avx512f")))
+static void bag_512(const int64_t *off, int64_t rows, int64_t nnz, const int64_t *idx,
+                    const float *w, const float *h, int64_t d, float *out) {
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t s = off[i], e = i + 1 < rows ? off[i + 1] : nnz;
+        float *o = out + i * d;
+        int64_t j = 0;
+        for (; j + 16 * NB <= d; j += 16 * NB) {
+            __m512 acc[NB];
+            for (int v = 0; v < NB; v++) acc[v] = _mm512_setzero_ps();
+            for (int64_t k = s; k < e; k++) {
+                const float *hr = h + idx[k] * d + j;
+                const __m512 wk = _mm512_set1_ps(w[k]);
+                for (int v = 0; v < NB; v++)
+                    acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(hr + 16 * v), acc[v]);
+            }
+            for (int v = 0; v < NB; v++) _mm512_storeu_ps(o + j + 16 * v, acc[v]);
+        }
+        for (; j < d; j += 16) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t k = s; k < e; k++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_loadu_ps(h + idx[k] * d + j),
+                                      acc);
+            _mm512_storeu_ps(o + j, acc);
+        }
+    }
+}
+
+/* out [m, d] = X^T (A^T g): for X's rows i ascending, t = row i of A^T g (as bag_512 sums it,
+   in registers), then out[c] = fma(x_ic, t, out[c]) for row i's columns c. */
+__attribute__((target("avx512f")))
+static void chain_512(const int64_t *aoff, const int64_t *aidx, const float *aw, int64_t annz,
+                      const int64_t *xoff, const int64_t *xidx, const float *xw, int64_t xnnz,
+                      int64_t n, const float *g, int64_t d, int64_t m, float *out) {
+    memset(out, 0, m * d * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        int64_t as = aoff[i], ae = i + 1 < n ? aoff[i + 1] : annz;
+        int64_t xs = xoff[i], xe = i + 1 < n ? xoff[i + 1] : xnnz;
+        int64_t j = 0;
+        for (; j + 16 * NB <= d; j += 16 * NB) {
+            __m512 t[NB];
+            for (int v = 0; v < NB; v++) t[v] = _mm512_setzero_ps();
+            for (int64_t k = as; k < ae; k++) {
+                const float *r = g + aidx[k] * d + j;
+                const __m512 wk = _mm512_set1_ps(aw[k]);
+                for (int v = 0; v < NB; v++)
+                    t[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(r + 16 * v), t[v]);
+            }
+            for (int64_t k = xs; k < xe; k++) {
+                float *o = out + xidx[k] * d + j;
+                const __m512 wk = _mm512_set1_ps(xw[k]);
+                for (int v = 0; v < NB; v++)
+                    _mm512_storeu_ps(o + 16 * v,
+                                     _mm512_fmadd_ps(wk, t[v], _mm512_loadu_ps(o + 16 * v)));
+            }
+        }
+        for (; j < d; j += 16) {
+            __m512 t = _mm512_setzero_ps();
+            for (int64_t k = as; k < ae; k++)
+                t = _mm512_fmadd_ps(_mm512_set1_ps(aw[k]), _mm512_loadu_ps(g + aidx[k] * d + j), t);
+            for (int64_t k = xs; k < xe; k++) {
+                float *o = out + xidx[k] * d + j;
+                _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(xw[k]), t, _mm512_loadu_ps(o)));
+            }
+        }
+    }
+}
+
+int bag_simd(void) { return __builtin_cpu_supports("avx512f"); }
+
+/* callers check bag_simd() and d % 16 == 0 first */
+void bag_mm(const int64_t *off, int64_t rows, int64_t nnz, const int64_t *idx, const float *w,
+            const float *h, int64_t d, float *out) {
+    bag_512(off, rows, nnz, idx, w, h, d, out);
+}
+
+void bag_chain(const int64_t *aoff, const int64_t *aidx, const float *aw, int64_t annz,
+               const int64_t *xoff, const int64_t *xidx, const float *xw, int64_t xnnz,
+               int64_t n, const float *g, int64_t d, int64_t m, float *out) {
+    chain_512(aoff, aidx, aw, annz, xoff, xidx, xw, xnnz, n, g, d, m, out);
+}
+#else
+/* elsewhere torch's embedding_bag runs (its own sum order there) */
+int bag_simd(void) { return 0; }
+void bag_mm(void) {}
+void bag_chain(void) {}
+#endif
+"""
+
+
+def _declare_bag(lib) -> None:
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.bag_simd.argtypes = []
+    lib.bag_simd.restype = ctypes.c_int
+    lib.bag_mm.argtypes = [p, i64, i64, p, p, p, i64, p]
+    lib.bag_mm.restype = None
+    lib.bag_chain.argtypes = [p, p, p, i64, p, p, p, i64, i64, p, i64, i64, p]
+    lib.bag_chain.restype = None
+
+
+def bag_kernels():
+    """The C loops of :class:`BagMatrix` and :func:`transposed_chain`, or None: no compiler,
+    ``FEDTICKET_NATIVE=0``, or no AVX-512 (there the portable loops would lose to fbgemm, and
+    could not match its sums either), so torch's embedding bag runs."""
+    from fedticket.core import native
+
+    lib = native.load("bag", _BAG_SOURCE, _declare_bag)
+    return lib if lib is not None and lib.bag_simd() else None
 
 
 class FusedAdam:
