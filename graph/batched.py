@@ -155,8 +155,6 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     dtype = init_state["conv1.weight"].dtype
     t0 = time.perf_counter()
     sparse = isinstance(x, SparseFeatures)
-    levels = [_Level(init_state, ei, k, n, dtype, sparse, exact, ramp)
-              for ei, k in zip(edge_indices, keeps)]
     if sparse:
         xc, xt = x.csr(), x.csr_t()
         if not exact:
@@ -272,13 +270,23 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     # (a level's ops are too small for intra-op threads to pay; whole levels in parallel do).
     # Every level is still computed by the same single-threaded ops, so the numbers do not move.
     threads = torch.get_num_threads()
-    workers = max(1, min(threads, len(levels)))
-    groups = [levels[i::workers] for i in range(workers)]
-    # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
-    # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
-    # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
-    optimizers = [FusedAdam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
-                            weight_decay=weight_decay) for g in groups]
+    workers = max(1, min(threads, len(edge_indices)))
+    order = [list(range(len(edge_indices)))[i::workers] for i in range(workers)]
+    levels: list[_Level] = [None] * len(edge_indices)  # type: ignore[list-item]
+    groups: list[list[_Level]] = [[] for _ in range(workers)]
+    optimizers: list[FusedAdam] = [None] * workers  # type: ignore[list-item]
+
+    def build(i: int) -> None:
+        """Worker ``i``'s levels (their adjacency, flat parameters, Adam state), built in that
+        worker, so the 20 levels' set-up (about half a second of one core) runs in parallel."""
+        for j in order[i]:
+            levels[j] = _Level(init_state, edge_indices[j], keeps[j], n, dtype, sparse, exact, ramp)
+            groups[i].append(levels[j])
+        # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
+        # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
+        # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
+        optimizers[i] = FusedAdam([w for lv in groups[i] for w in (lv.w1, lv.w2)], lr=lr,
+                                  weight_decay=weight_decay)
     pool = None
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -296,6 +304,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             list(pool.map(fn, range(workers), *([a] * workers for a in args)))
 
     try:
+        each(build)
         for epoch in epoch_iter:
             # the one draw every sequential level run makes at this step (same call, same shape)
             m = dropout(ones, p, True) if p > 0 else None
