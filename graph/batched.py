@@ -234,8 +234,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         for lv in group:
             a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
             if fused:
-                z = a @ first(w1)
-                ev, out = out_layer.forward(z, bits, w2)
+                z, ev, out = out_layer.aggregate_forward(a, first(w1), bits, w2)
                 if lv.pending is not None:  # eval pass of the previous step's weights
                     lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
                 lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits)

@@ -179,6 +179,33 @@ def transposed_chain(x: BagMatrix, xt: BagMatrix, at: BagMatrix, g: Tensor) -> T
     return xt @ (at @ g)
 
 
+_BAG_ROW = r"""
+#define NB 8 /* 16-float vectors per column block: 128 channels in 8 registers */
+/* row i of a CSR matrix times h [., d] (entries k in [s, e)) into o [d], as bag_512 sums it */
+__attribute__((target("avx512f")))
+static inline void bag_row_512(int64_t s, int64_t e, const int64_t *idx, const float *w,
+                               const float *h, int64_t d, float *o) {
+    int64_t j = 0;
+    for (; j + 16 * NB <= d; j += 16 * NB) {
+        __m512 acc[NB];
+        for (int v = 0; v < NB; v++) acc[v] = _mm512_setzero_ps();
+        for (int64_t k = s; k < e; k++) {
+            const float *hr = h + idx[k] * d + j;
+            const __m512 wk = _mm512_set1_ps(w[k]);
+            for (int v = 0; v < NB; v++)
+                acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(hr + 16 * v), acc[v]);
+        }
+        for (int v = 0; v < NB; v++) _mm512_storeu_ps(o + j + 16 * v, acc[v]);
+    }
+    for (; j < d; j += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = s; k < e; k++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_loadu_ps(h + idx[k] * d + j), acc);
+        _mm512_storeu_ps(o + j, acc);
+    }
+}
+"""
+
 _BAG_SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
@@ -190,34 +217,13 @@ _BAG_SOURCE = r"""
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define NB 8 /* 16-float vectors per column block: 128 channels in 8 registers */
 
+""" + _BAG_ROW + r"""
 __attribute__((target("avx512f")))
 static void bag_512(const int64_t *off, int64_t rows, int64_t nnz, const int64_t *idx,
                     const float *w, const float *h, int64_t d, float *out) {
-    for (int64_t i = 0; i < rows; i++) {
-        int64_t s = off[i], e = i + 1 < rows ? off[i + 1] : nnz;
-        float *o = out + i * d;
-        int64_t j = 0;
-        for (; j + 16 * NB <= d; j += 16 * NB) {
-            __m512 acc[NB];
-            for (int v = 0; v < NB; v++) acc[v] = _mm512_setzero_ps();
-            for (int64_t k = s; k < e; k++) {
-                const float *hr = h + idx[k] * d + j;
-                const __m512 wk = _mm512_set1_ps(w[k]);
-                for (int v = 0; v < NB; v++)
-                    acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(hr + 16 * v), acc[v]);
-            }
-            for (int v = 0; v < NB; v++) _mm512_storeu_ps(o + j + 16 * v, acc[v]);
-        }
-        for (; j < d; j += 16) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t k = s; k < e; k++)
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_loadu_ps(h + idx[k] * d + j),
-                                      acc);
-            _mm512_storeu_ps(o + j, acc);
-        }
-    }
+    for (int64_t i = 0; i < rows; i++)
+        bag_row_512(off[i], i + 1 < rows ? off[i + 1] : nnz, idx, w, h, d, out + i * d);
 }
 
 /* out [m, d] = X^T (A^T g): for X's rows i ascending, t = row i of A^T g (as bag_512 sums it,
@@ -463,30 +469,47 @@ static int pack_512(const float *m, int64_t t, uint16_t *bits, float s) {
     return bad == 0;
 }
 
+/* row i of fwd_512 (zr, br: that row's z and bits) */
+__attribute__((target("avx512f")))
+static inline void fwd_row_512(const float *zr, const uint16_t *br, float s, const float *w,
+                               int64_t d, int64_t c, float *evr, float *trr) {
+    const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
+    for (int64_t kb = 0; kb < c; kb += K) {
+        __m512 ae[K], at[K];
+        for (int k = 0; k < K; k++) ae[k] = at[k] = zero;
+        for (int64_t j = 0; j < d; j += L) {
+            __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero);
+            __m512 x = br ? _mm512_maskz_mul_ps(br[j / L], h, vs) : h;
+            for (int k = 0; k < K; k++) {
+                __m512 wk = _mm512_loadu_ps(w + (kb + k) * d + j);
+                ae[k] = _mm512_fmadd_ps(h, wk, ae[k]);
+                at[k] = _mm512_fmadd_ps(x, wk, at[k]);
+            }
+        }
+        for (int k = 0; k < K && kb + k < c; k++) {
+            evr[kb + k] = _mm512_reduce_add_ps(ae[k]);
+            trr[kb + k] = _mm512_reduce_add_ps(at[k]);
+        }
+    }
+}
+
 __attribute__((target("avx512f")))
 static void fwd_512(const float *z, const uint16_t *bits, float s, const float *w, int64_t n,
                     int64_t d, int64_t c, float *ev, float *tr) {
-    const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
+    for (int64_t i = 0; i < n; i++)
+        fwd_row_512(z + i * d, bits ? bits + i * (d / L) : 0, s, w, d, c, ev + i * c, tr + i * c);
+}
+
+""" + _BAG_ROW + r"""
+/* z = A y (A's CSR rows: off, idx, aw; as BagMatrix's bag_512 sums them), and each row of z,
+   while it is still in L1, through fwd_row_512: the two calls' numbers, one read of z fewer */
+__attribute__((target("avx512f")))
+static void agg_fwd_512(const int64_t *off, int64_t nnz, const int64_t *idx, const float *aw,
+                        const float *y, const uint16_t *bits, float s, const float *w, int64_t n,
+                        int64_t d, int64_t c, float *z, float *ev, float *tr) {
     for (int64_t i = 0; i < n; i++) {
-        const float *zr = z + i * d;
-        const uint16_t *br = bits ? bits + i * (d / L) : 0;
-        for (int64_t kb = 0; kb < c; kb += K) {
-            __m512 ae[K], at[K];
-            for (int k = 0; k < K; k++) ae[k] = at[k] = zero;
-            for (int64_t j = 0; j < d; j += L) {
-                __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero);
-                __m512 x = br ? _mm512_maskz_mul_ps(br[j / L], h, vs) : h;
-                for (int k = 0; k < K; k++) {
-                    __m512 wk = _mm512_loadu_ps(w + (kb + k) * d + j);
-                    ae[k] = _mm512_fmadd_ps(h, wk, ae[k]);
-                    at[k] = _mm512_fmadd_ps(x, wk, at[k]);
-                }
-            }
-            for (int k = 0; k < K && kb + k < c; k++) {
-                ev[i * c + kb + k] = _mm512_reduce_add_ps(ae[k]);
-                tr[i * c + kb + k] = _mm512_reduce_add_ps(at[k]);
-            }
-        }
+        bag_row_512(off[i], i + 1 < n ? off[i + 1] : nnz, idx, aw, y, d, z + i * d);
+        fwd_row_512(z + i * d, bits ? bits + i * (d / L) : 0, s, w, d, c, ev + i * c, tr + i * c);
     }
 }
 
@@ -543,6 +566,17 @@ void gcn_out_fwd(const float *z, const uint16_t *bits, float s, const float *w, 
     fwd_c(z, bits, s, w, n, d, c, ev, tr);
 }
 
+/* returns 0 (nothing done) where the AVX-512 loops cannot run: then the caller runs the bag and
+   gcn_out_fwd */
+int gcn_out_agg_fwd(const int64_t *off, int64_t nnz, const int64_t *idx, const float *aw,
+                    const float *y, const uint16_t *bits, float s, const float *w, int64_t n,
+                    int64_t d, int64_t c, float *z, float *ev, float *tr) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (HAVE_512) { agg_fwd_512(off, nnz, idx, aw, y, bits, s, w, n, d, c, z, ev, tr); return 1; }
+#endif
+    return 0;
+}
+
 void gcn_out_bwd(const float *g, const float *w, const float *z, const uint16_t *bits, float s,
                  int64_t n, int64_t d, int64_t c, float *gw, float *dp) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -561,6 +595,8 @@ def _declare_gcn_out(lib) -> None:
     lib.gcn_out_fwd.restype = None
     lib.gcn_out_bwd.argtypes = [p, p, p, p, f32, i64, i64, i64, p, p]
     lib.gcn_out_bwd.restype = None
+    lib.gcn_out_agg_fwd.argtypes = [p, i64, p, p, p, p, f32, p, i64, i64, i64, p, p, p]
+    lib.gcn_out_agg_fwd.restype = ctypes.c_int
     lib.gcn_out_allow_simd.argtypes = [ctypes.c_int]
 
 
@@ -619,21 +655,48 @@ class GCNOutLayer:
         ok = self.lib.gcn_out_pack(m.data_ptr(), m.numel(), bits.data_ptr(), ctypes.byref(scale))
         return DropoutBits(bits, scale.value, m.shape) if ok else None
 
-    def _bits(self, mask: DropoutBits | None, z: Tensor) -> tuple[int | None, float]:
+    def _bits(self, mask: DropoutBits | None, shape: tuple) -> tuple[int | None, float]:
         if mask is None:
             return None, 1.0
-        if mask.shape != tuple(z.shape):
-            raise ValueError(f"dropout bits of shape {mask.shape} for activations {tuple(z.shape)}")
+        if mask.shape != tuple(shape):
+            raise ValueError(f"dropout bits of shape {mask.shape} for activations {tuple(shape)}")
         return mask.bits.data_ptr(), mask.scale
+
+    @staticmethod
+    def _padded(w: Tensor) -> Tensor:
+        c, d = w.shape
+        if c % 8:  # rows padded to the kernel's block of 8 output columns
+            w = torch.cat([w, w.new_zeros(8 - c % 8, d)])
+        return w
+
+    def aggregate_forward(self, a: "BagMatrix", y: Tensor, mask: DropoutBits | None,
+                          w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``z = a @ y`` and :meth:`forward` of it, ``(z, relu(z) W2ᵀ, hd W2ᵀ)``, the very numbers
+        of the two calls; with the AVX-512 loops in one pass, each row of ``z`` going through the
+        output layer right after it is summed (still in L1), which spares a read of ``z``."""
+        y, w = y.contiguous(), w.contiguous()
+        n, c, d = a.shape[0], w.shape[0], y.shape[1]
+        if a._fast(y) and y.shape[0] == a.shape[1] and w.shape[1] == d:
+            bits, scale = self._bits(mask, (n, d))
+            wp = self._padded(w)  # held: the kernel reads it through a raw pointer
+            z = torch.empty(n, d, dtype=y.dtype)
+            ev = torch.empty(n, c, dtype=y.dtype)
+            tr = torch.empty(n, c, dtype=y.dtype)
+            if self.lib.gcn_out_agg_fwd(a.offsets.data_ptr(), a.index.numel(), a.index.data_ptr(),
+                                        a.weights.data_ptr(), y.data_ptr(), bits, scale,
+                                        wp.data_ptr(), n, d, c, z.data_ptr(),
+                                        ev.data_ptr(), tr.data_ptr()):
+                return z, ev, tr
+        z = a @ y
+        return (z, *self.forward(z, mask, w))
 
     def forward(self, z: Tensor, mask: DropoutBits | None, w: Tensor) -> tuple[Tensor, Tensor]:
         """``(relu(z) W2ᵀ, hd W2ᵀ)`` with ``hd = relu(z)·m`` (``mask`` None: no dropout)."""
         z, w = z.contiguous(), w.contiguous()
         n, d = z.shape
         c = w.shape[0]
-        if c % 8:  # rows padded to the kernel's block of 8 output columns
-            w = torch.cat([w, w.new_zeros(8 - c % 8, d)])
-        bits, scale = self._bits(mask, z)
+        w = self._padded(w)
+        bits, scale = self._bits(mask, z.shape)
         ev = torch.empty(n, c, dtype=z.dtype)
         tr = torch.empty(n, c, dtype=z.dtype)
         self.lib.gcn_out_fwd(z.data_ptr(), bits, scale, w.data_ptr(), n, d, c, ev.data_ptr(),
@@ -647,7 +710,7 @@ class GCNOutLayer:
         g, w, z = g.contiguous(), w.contiguous(), z.contiguous()
         n, d = z.shape
         c = w.shape[0]
-        bits, scale = self._bits(mask, z)
+        bits, scale = self._bits(mask, z.shape)
         gw = torch.empty(c, d, dtype=z.dtype)
         dp = torch.empty_like(z)
         self.lib.gcn_out_bwd(g.data_ptr(), w.data_ptr(), z.data_ptr(), bits, scale, n, d, c,

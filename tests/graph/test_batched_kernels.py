@@ -181,3 +181,24 @@ def test_bag_products_without_kernels_run_torch(monkeypatch):
     if bag_lib is not None:  # 7 wide (the output layer's products): not 16 lanes, torch runs
         h = torch.randn(40, 7, generator=g)
         assert torch.equal(BagMatrix(at_csr) @ h, _bag(at, h))
+
+
+@needs_bag_kernels
+@needs_kernels
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dropout", "no-dropout"])
+@pytest.mark.parametrize("c", [7, 11])
+def test_aggregate_forward_is_the_bag_then_the_output_layer_bit_for_bit(with_mask, c):
+    g = torch.Generator().manual_seed(c)
+    n, d = 45, 144
+    a = BagMatrix(_sparse(n, n, 0.1, g, empty=(3,)))
+    y = torch.randn(n, d, generator=g)
+    w = torch.randn(c, d, generator=g) * 0.1
+    layer = GCNOutLayer(lib)
+    bits = layer.pack(dropout(torch.ones(n, d), 0.5, True)) if with_mask else None
+    z, ev, tr = layer.aggregate_forward(a, y, bits, w)
+    z_ref = a @ y
+    ev_ref, tr_ref = layer.forward(z_ref, bits, w)
+    for got, ref in ((z, z_ref), (ev, ev_ref), (tr, tr_ref)):
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
+    with pytest.raises(ValueError, match="dropout bits"):
+        layer.aggregate_forward(a, y[:, :128], bits or layer.pack(torch.ones(n, d)), w[:, :128])
