@@ -59,7 +59,7 @@ from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import (BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels,
+from graph.ops import (BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, Split, gcn_out_kernels,
                        transposed_chain)
 from graph.train import TrainResult, accuracy, distillation_loss
 
@@ -160,17 +160,17 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         if not exact:
             xc, xt = BagMatrix(xc), BagMatrix(xt)
 
-        def first(w1t: Tensor) -> Tensor:
-            return xc @ w1t
+        def first(w1t: Tensor, split: Split | None = None) -> Tensor:
+            return xc @ w1t if exact else xc.mm(w1t, split)
 
         def first_grad(dz1: Tensor) -> Tensor:
             return xt @ dz1
 
-        def first_grad_through(at, dp1: Tensor) -> Tensor:
+        def first_grad_through(at, dp1: Tensor, split: Split | None = None) -> Tensor:
             # Xᵀ (Âᵀ dp1): one pass over X's rows with the bag kernels (graph.ops)
-            return first_grad(at @ dp1) if exact else transposed_chain(xc, xt, at, dp1)
+            return first_grad(at @ dp1) if exact else transposed_chain(xc, xt, at, dp1, split)
     else:
-        def first(w1: Tensor) -> Tensor:
+        def first(w1: Tensor, split: Split | None = None) -> Tensor:
             return F.linear(x, w1)
 
         def first_grad(dz1: Tensor) -> Tensor:
@@ -178,7 +178,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             # AccumulateGrad makes that copy in the sequential run)
             return dz1.t().mm(x).contiguous()
 
-        def first_grad_through(at, dp1: Tensor) -> Tensor:
+        def first_grad_through(at, dp1: Tensor, split: Split | None = None) -> Tensor:
             return first_grad(at @ dp1)
     y, train_mask = data.y, data.train_mask
     y_train = y[train_mask]
@@ -234,11 +234,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         for lv in group:
             a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
             if fused:
-                z, ev, out = out_layer.aggregate_forward(a, first(w1), bits, w2)
+                z, ev, out = out_layer.aggregate_forward(a, first(w1, split), bits, w2, split)
                 if lv.pending is not None:  # eval pass of the previous step's weights
                     lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
-                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits)
-                lv.w1.grad = first_grad_through(at, dp1)
+                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits, split)
+                lv.w1.grad = first_grad_through(at, dp1, split)
                 continue
             h = torch.relu(a @ first(w1))
             if lv.pending is not None:  # eval pass of the previous step's weights
@@ -291,6 +291,13 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(workers, thread_name_prefix="level")
+    split = None
+    if workers == 1 and threads > 1 and out_layer is not None:
+        # one level (the dense teacher): its kernels' rows or columns over the threads instead
+        # (graph.ops.Split: the same numbers), so the other core does not idle for 200 steps
+        from concurrent.futures import ThreadPoolExecutor
+
+        split = Split(ThreadPoolExecutor(threads, thread_name_prefix="part"), threads)
     if threads > 1:
         # single-threaded ops even for one level (the teacher): a multi-threaded GEMM may sum in
         # another order, and the numbers must not depend on torch_threads
@@ -316,6 +323,8 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     finally:
         if pool is not None:
             pool.shutdown()
+        if split is not None:
+            split.pool.shutdown()
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()

@@ -106,6 +106,34 @@ class AdjacencyCache:
         return self._value
 
 
+class Split:
+    """One kernel call as ``parts`` calls over disjoint row or column ranges, run on ``pool``.
+
+    For the batched loop's single level (the dense teacher), whose 200 steps would otherwise run
+    on one core while the other idles. ``ctypes`` releases the GIL, so the parts run in parallel;
+    every element is still computed by the same loop in the same order (rows are independent;
+    a column's sums run over the rows in order), so the numbers do not depend on ``parts``.
+    """
+
+    def __init__(self, pool, parts: int):
+        self.pool, self.parts = pool, int(parts)
+
+    def ranges(self, n: int, align: int = 1) -> list[tuple[int, int]]:
+        """``parts`` contiguous ranges covering ``0..n`` (bounds multiples of ``align``)."""
+        step = -(-n // (self.parts * align)) * align
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+    def run(self, fn, ranges) -> None:
+        list(self.pool.map(lambda r: fn(*r), ranges))  # list(): re-raises a part's error
+
+
+def _run(split: Split | None, fn, n: int, align: int = 1) -> None:
+    if split is None or n < 2 * align:
+        fn(0, n)
+    else:
+        split.run(fn, split.ranges(n, align))
+
+
 class BagMatrix:
     """A fixed sparse matrix ``M [R, C]`` whose product ``M @ H`` is one ``embedding_bag``.
 
@@ -139,23 +167,33 @@ class BagMatrix:
         return (self.lib is not None and h.dtype == torch.float32 and h.device.type == "cpu"
                 and h.shape[1] % 16 == 0)
 
-    def _args(self) -> tuple:
-        return (self.offsets.data_ptr(), self.shape[0], self.index.numel(),
-                self.index.data_ptr(), self.weights.data_ptr())
-
     def __matmul__(self, h: Tensor) -> Tensor:
+        return self.mm(h)
+
+    def mm(self, h: Tensor, split: Split | None = None) -> Tensor:
+        """``self @ h``; ``split``: the kernel's rows over threads (the same numbers)."""
         if h.dim() != 2 or h.size(0) != self.shape[1]:
             raise ValueError(f"cannot multiply a {self.shape} matrix by {tuple(h.shape)}")
         h = h.contiguous()
         if self._fast(h):
-            out = torch.empty(self.shape[0], h.shape[1], dtype=h.dtype)
-            self.lib.bag_mm(*self._args(), h.data_ptr(), h.shape[1], out.data_ptr())
+            d = h.shape[1]
+            out = torch.empty(self.shape[0], d, dtype=h.dtype)
+            off, nnz = self.offsets, self.index.numel()
+
+            def rows(a: int, b: int) -> None:  # rows a..b-1: their offsets, the end of row b-1
+                end = int(off[b]) if b < self.shape[0] else nnz
+                self.lib.bag_mm(off.data_ptr() + 8 * a, b - a, end, self.index.data_ptr(),
+                                self.weights.data_ptr(), h.data_ptr(), d,
+                                out.data_ptr() + 4 * a * d)
+
+            _run(split, rows, self.shape[0])
             return out
         return torch.nn.functional.embedding_bag(self.index, h, self.offsets,
                                                  mode="sum", per_sample_weights=self.weights)
 
 
-def transposed_chain(x: BagMatrix, xt: BagMatrix, at: BagMatrix, g: Tensor) -> Tensor:
+def transposed_chain(x: BagMatrix, xt: BagMatrix, at: BagMatrix, g: Tensor,
+                     split: Split | None = None) -> Tensor:
     """``Xᵀ (Âᵀ G)``, the GCN's first-layer weight gradient, without storing ``Âᵀ G``.
 
     ``xt`` is ``X``'s transpose (``Xᵀ`` as its own :class:`BagMatrix`). As two bags,
@@ -165,16 +203,21 @@ def transposed_chain(x: BagMatrix, xt: BagMatrix, at: BagMatrix, g: Tensor) -> T
     ``at @ g`` sums it) and at once added into the rows of the 2.9 MB result that ``X``'s row
     ``i`` names (``fma``, ``i`` ascending: the order in which the bag of ``Xᵀ``, whose rows list
     ``X``'s rows ascending, sums them), so the result is the two bags' to the bit, in 3.0 ms.
+    ``split``: its columns over threads (the same numbers).
     """
     if g.dim() != 2 or at.shape[1] != g.shape[0] or x.shape[0] != at.shape[0]:
         raise ValueError(f"cannot chain {x.shape}ᵀ, {at.shape} and {tuple(g.shape)}")
     g = g.contiguous()
     if x._fast(g) and at._fast(g):
         out = torch.empty(x.shape[1], g.shape[1], dtype=g.dtype)
-        x.lib.bag_chain(at.offsets.data_ptr(), at.index.data_ptr(), at.weights.data_ptr(),
-                        at.index.numel(), x.offsets.data_ptr(), x.index.data_ptr(),
-                        x.weights.data_ptr(), x.index.numel(), x.shape[0], g.data_ptr(),
-                        g.shape[1], x.shape[1], out.data_ptr())
+
+        def cols(j0: int, j1: int) -> None:
+            x.lib.bag_chain(at.offsets.data_ptr(), at.index.data_ptr(), at.weights.data_ptr(),
+                            at.index.numel(), x.offsets.data_ptr(), x.index.data_ptr(),
+                            x.weights.data_ptr(), x.index.numel(), x.shape[0], g.data_ptr(),
+                            g.shape[1], x.shape[1], out.data_ptr(), j0, j1)
+
+        _run(split, cols, g.shape[1], 16)
         return out
     return xt @ (at @ g)
 
@@ -231,13 +274,14 @@ static void bag_512(const int64_t *off, int64_t rows, int64_t nnz, const int64_t
 __attribute__((target("avx512f")))
 static void chain_512(const int64_t *aoff, const int64_t *aidx, const float *aw, int64_t annz,
                       const int64_t *xoff, const int64_t *xidx, const float *xw, int64_t xnnz,
-                      int64_t n, const float *g, int64_t d, int64_t m, float *out) {
-    memset(out, 0, m * d * sizeof(float));
+                      int64_t n, const float *g, int64_t d, int64_t m, float *out, int64_t j0,
+                      int64_t j1) {
+    for (int64_t r = 0; r < m; r++) memset(out + r * d + j0, 0, (j1 - j0) * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
         int64_t as = aoff[i], ae = i + 1 < n ? aoff[i + 1] : annz;
         int64_t xs = xoff[i], xe = i + 1 < n ? xoff[i + 1] : xnnz;
-        int64_t j = 0;
-        for (; j + 16 * NB <= d; j += 16 * NB) {
+        int64_t j = j0;
+        for (; j + 16 * NB <= j1; j += 16 * NB) {
             __m512 t[NB];
             for (int v = 0; v < NB; v++) t[v] = _mm512_setzero_ps();
             for (int64_t k = as; k < ae; k++) {
@@ -254,7 +298,7 @@ static void chain_512(const int64_t *aoff, const int64_t *aidx, const float *aw,
                                      _mm512_fmadd_ps(wk, t[v], _mm512_loadu_ps(o + 16 * v)));
             }
         }
-        for (; j < d; j += 16) {
+        for (; j < j1; j += 16) {
             __m512 t = _mm512_setzero_ps();
             for (int64_t k = as; k < ae; k++)
                 t = _mm512_fmadd_ps(_mm512_set1_ps(aw[k]), _mm512_loadu_ps(g + aidx[k] * d + j), t);
@@ -268,7 +312,8 @@ static void chain_512(const int64_t *aoff, const int64_t *aidx, const float *aw,
 
 int bag_simd(void) { return __builtin_cpu_supports("avx512f"); }
 
-/* callers check bag_simd() and d % 16 == 0 first */
+/* callers check bag_simd() and d % 16 == 0 first; bag_chain: columns j0 <= j < j1 of out
+   (multiples of 16; each column's sums do not depend on the others, so threads may split them) */
 void bag_mm(const int64_t *off, int64_t rows, int64_t nnz, const int64_t *idx, const float *w,
             const float *h, int64_t d, float *out) {
     bag_512(off, rows, nnz, idx, w, h, d, out);
@@ -276,8 +321,9 @@ void bag_mm(const int64_t *off, int64_t rows, int64_t nnz, const int64_t *idx, c
 
 void bag_chain(const int64_t *aoff, const int64_t *aidx, const float *aw, int64_t annz,
                const int64_t *xoff, const int64_t *xidx, const float *xw, int64_t xnnz,
-               int64_t n, const float *g, int64_t d, int64_t m, float *out) {
-    chain_512(aoff, aidx, aw, annz, xoff, xidx, xw, xnnz, n, g, d, m, out);
+               int64_t n, const float *g, int64_t d, int64_t m, float *out, int64_t j0,
+               int64_t j1) {
+    chain_512(aoff, aidx, aw, annz, xoff, xidx, xw, xnnz, n, g, d, m, out, j0, j1);
 }
 #else
 /* elsewhere torch's embedding_bag runs (its own sum order there) */
@@ -294,7 +340,7 @@ def _declare_bag(lib) -> None:
     lib.bag_simd.restype = ctypes.c_int
     lib.bag_mm.argtypes = [p, i64, i64, p, p, p, i64, p]
     lib.bag_mm.restype = None
-    lib.bag_chain.argtypes = [p, p, p, i64, p, p, p, i64, i64, p, i64, i64, p]
+    lib.bag_chain.argtypes = [p, p, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64]
     lib.bag_chain.restype = None
 
 
@@ -425,14 +471,14 @@ static void fwd_c(const float *restrict z, const uint16_t *restrict bits, float 
    (where hd > 0 the mask is s; without dropout no factor) */
 static void bwd_c(const float *restrict g, const float *restrict w, const float *restrict z,
                   const uint16_t *restrict bits, float s, int64_t n, int64_t d, int64_t c,
-                  float *restrict gw, float *restrict dp) {
-    memset(gw, 0, c * d * sizeof(float));
+                  float *restrict gw, float *restrict dp, int64_t j0, int64_t j1) {
+    for (int64_t k = 0; k < c; k++) memset(gw + k * d + j0, 0, (j1 - j0) * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
         const float *zr = z + i * d;
         const uint16_t *br = bits ? bits + i * (d / L) : 0;
         const float *gr = g + i * c;
         float *dr = dp + i * d;
-        for (int64_t j = 0; j < d; j += L) {
+        for (int64_t j = j0; j < j1; j += L) {
             float acc[L] = {0}, h[L];
             const unsigned b = br ? br[j / L] : 0xffffu;
             for (int l = 0; l < L; l++) {
@@ -515,14 +561,15 @@ static void agg_fwd_512(const int64_t *off, int64_t nnz, const int64_t *idx, con
 
 __attribute__((target("avx512f")))
 static void bwd_512(const float *g, const float *w, const float *z, const uint16_t *bits,
-                    float s, int64_t n, int64_t d, int64_t c, float *gw, float *dp) {
+                    float s, int64_t n, int64_t d, int64_t c, float *gw, float *dp, int64_t j0,
+                    int64_t j1) {
     const __m512 zero = _mm512_setzero_ps(), vs = _mm512_set1_ps(s);
-    memset(gw, 0, c * d * sizeof(float));
+    for (int64_t k = 0; k < c; k++) memset(gw + k * d + j0, 0, (j1 - j0) * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
         const float *zr = z + i * d, *gr = g + i * c;
         const uint16_t *br = bits ? bits + i * (d / L) : 0;
         float *dr = dp + i * d;
-        for (int64_t j = 0; j < d; j += L) {
+        for (int64_t j = j0; j < j1; j += L) {
             __m512 h = _mm512_max_ps(_mm512_loadu_ps(zr + j), zero), acc = zero;
             if (br) h = _mm512_maskz_mul_ps(br[j / L], h, vs);
             for (int64_t k = 0; k < c; k++) {
@@ -577,12 +624,14 @@ int gcn_out_agg_fwd(const int64_t *off, int64_t nnz, const int64_t *idx, const f
     return 0;
 }
 
+/* columns j0 <= j < j1 (multiples of L) of gw and dp: each column's sums stay in row order, so
+   splitting the columns over threads does not move a bit */
 void gcn_out_bwd(const float *g, const float *w, const float *z, const uint16_t *bits, float s,
-                 int64_t n, int64_t d, int64_t c, float *gw, float *dp) {
+                 int64_t n, int64_t d, int64_t c, float *gw, float *dp, int64_t j0, int64_t j1) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (HAVE_512) { bwd_512(g, w, z, bits, s, n, d, c, gw, dp); return; }
+    if (HAVE_512) { bwd_512(g, w, z, bits, s, n, d, c, gw, dp, j0, j1); return; }
 #endif
-    bwd_c(g, w, z, bits, s, n, d, c, gw, dp);
+    bwd_c(g, w, z, bits, s, n, d, c, gw, dp, j0, j1);
 }
 """
 
@@ -593,7 +642,7 @@ def _declare_gcn_out(lib) -> None:
     lib.gcn_out_pack.restype = ctypes.c_int
     lib.gcn_out_fwd.argtypes = [p, p, f32, p, i64, i64, i64, p, p]
     lib.gcn_out_fwd.restype = None
-    lib.gcn_out_bwd.argtypes = [p, p, p, p, f32, i64, i64, i64, p, p]
+    lib.gcn_out_bwd.argtypes = [p, p, p, p, f32, i64, i64, i64, p, p, i64, i64]
     lib.gcn_out_bwd.restype = None
     lib.gcn_out_agg_fwd.argtypes = [p, i64, p, p, p, p, f32, p, i64, i64, i64, p, p, p]
     lib.gcn_out_agg_fwd.restype = ctypes.c_int
@@ -669,11 +718,12 @@ class GCNOutLayer:
             w = torch.cat([w, w.new_zeros(8 - c % 8, d)])
         return w
 
-    def aggregate_forward(self, a: "BagMatrix", y: Tensor, mask: DropoutBits | None,
-                          w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def aggregate_forward(self, a: "BagMatrix", y: Tensor, mask: DropoutBits | None, w: Tensor,
+                          split: Split | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``z = a @ y`` and :meth:`forward` of it, ``(z, relu(z) W2ᵀ, hd W2ᵀ)``, the very numbers
         of the two calls; with the AVX-512 loops in one pass, each row of ``z`` going through the
-        output layer right after it is summed (still in L1), which spares a read of ``z``."""
+        output layer right after it is summed (still in L1), which spares a read of ``z``.
+        ``split``: its rows over threads (the same numbers)."""
         y, w = y.contiguous(), w.contiguous()
         n, c, d = a.shape[0], w.shape[0], y.shape[1]
         if a._fast(y) and y.shape[0] == a.shape[1] and w.shape[1] == d:
@@ -682,12 +732,20 @@ class GCNOutLayer:
             z = torch.empty(n, d, dtype=y.dtype)
             ev = torch.empty(n, c, dtype=y.dtype)
             tr = torch.empty(n, c, dtype=y.dtype)
-            if self.lib.gcn_out_agg_fwd(a.offsets.data_ptr(), a.index.numel(), a.index.data_ptr(),
-                                        a.weights.data_ptr(), y.data_ptr(), bits, scale,
-                                        wp.data_ptr(), n, d, c, z.data_ptr(),
-                                        ev.data_ptr(), tr.data_ptr()):
+            off, nnz, done = a.offsets, a.index.numel(), []
+
+            def rows(r0: int, r1: int) -> None:  # pointers moved to row r0 (bits: d/16 per row)
+                end = int(off[r1]) if r1 < n else nnz
+                done.append(self.lib.gcn_out_agg_fwd(
+                    off.data_ptr() + 8 * r0, end, a.index.data_ptr(), a.weights.data_ptr(),
+                    y.data_ptr(), None if bits is None else bits + 2 * r0 * (d // 16), scale,
+                    wp.data_ptr(), r1 - r0, d, c, z.data_ptr() + 4 * r0 * d,
+                    ev.data_ptr() + 4 * r0 * c, tr.data_ptr() + 4 * r0 * c))
+
+            _run(split, rows, n)
+            if all(done):
                 return z, ev, tr
-        z = a @ y
+        z = a.mm(y, split)
         return (z, *self.forward(z, mask, w))
 
     def forward(self, z: Tensor, mask: DropoutBits | None, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -703,16 +761,17 @@ class GCNOutLayer:
                              tr.data_ptr())
         return ev, tr
 
-    def backward(self, g: Tensor, w: Tensor, z: Tensor,
-                 mask: DropoutBits | None) -> tuple[Tensor, Tensor]:
+    def backward(self, g: Tensor, w: Tensor, z: Tensor, mask: DropoutBits | None,
+                 split: Split | None = None) -> tuple[Tensor, Tensor]:
         """``(Gᵀ hd, (hd > 0)·(G W2)·m)``: W2's gradient and the hidden pre-activation's, from the
-        ``z`` and ``mask`` that :meth:`forward` got."""
+        ``z`` and ``mask`` that :meth:`forward` got; ``split``: the columns over threads."""
         g, w, z = g.contiguous(), w.contiguous(), z.contiguous()
         n, d = z.shape
         c = w.shape[0]
         bits, scale = self._bits(mask, z.shape)
         gw = torch.empty(c, d, dtype=z.dtype)
         dp = torch.empty_like(z)
-        self.lib.gcn_out_bwd(g.data_ptr(), w.data_ptr(), z.data_ptr(), bits, scale, n, d, c,
-                             gw.data_ptr(), dp.data_ptr())
+        _run(split, lambda j0, j1: self.lib.gcn_out_bwd(
+            g.data_ptr(), w.data_ptr(), z.data_ptr(), bits, scale, n, d, c, gw.data_ptr(),
+            dp.data_ptr(), j0, j1), d, 16)
         return gw, dp

@@ -202,3 +202,37 @@ def test_aggregate_forward_is_the_bag_then_the_output_layer_bit_for_bit(with_mas
         assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
     with pytest.raises(ValueError, match="dropout bits"):
         layer.aggregate_forward(a, y[:, :128], bits or layer.pack(torch.ones(n, d)), w[:, :128])
+
+
+@needs_bag_kernels
+@needs_kernels
+@pytest.mark.parametrize("parts", [2, 3])
+def test_split_kernels_give_the_same_bits(parts):
+    """The dense teacher's kernels split over threads (rows, or columns for the sums over rows)
+    compute every element as the one call does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graph.ops import Split
+
+    g = torch.Generator().manual_seed(parts)
+    n, m, d = 57, 31, 144
+    xs = _sparse(n, m, 0.15, g, empty=(2,))
+    x, xt = BagMatrix(xs), BagMatrix(xs.to_dense().t().contiguous().to_sparse_csr())
+    a = BagMatrix(_sparse(n, n, 0.1, g, empty=(n - 1,)))
+    w1t, w2 = torch.randn(m, d, generator=g), torch.randn(7, d, generator=g)
+    grad, gout = torch.randn(n, d, generator=g), torch.randn(n, 7, generator=g)
+    layer = GCNOutLayer(lib)
+    bits = layer.pack(dropout(torch.ones(n, d), 0.5, True))
+    with ThreadPoolExecutor(parts) as pool:
+        split = Split(pool, parts)
+        assert len(split.ranges(d, 16)) == parts and split.ranges(d, 16)[-1][1] == d
+        pairs = [(x.mm(w1t, split), x.mm(w1t)),
+                 (transposed_chain(x, xt, a, grad, split), transposed_chain(x, xt, a, grad))]
+        y = x.mm(w1t)
+        pairs += list(zip(layer.aggregate_forward(a, y, bits, w2, split),
+                          layer.aggregate_forward(a, y, bits, w2)))
+        z = a @ y
+        pairs += list(zip(layer.backward(gout, w2, z, bits, split),
+                          layer.backward(gout, w2, z, bits)))
+    for got, ref in pairs:
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
