@@ -309,14 +309,31 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         else:  # list(): re-raises a worker's error
             list(pool.map(fn, range(workers), *([a] * workers for a in args)))
 
+    def draw() -> tuple:
+        # the one draw every sequential level run makes at this step (same call, same shape)
+        m = dropout(ones, p, True) if p > 0 else None
+        # the fused output layer reads the mask as bits, packed once for every level
+        return m, (out_layer.pack(m) if out_layer is not None and m is not None else None)
+
+    # torch_threads > 1: step t+1's mask is drawn on a thread of its own while step t runs (a
+    # draw is ~5 ms of one core, during which the workers would otherwise wait). The draws stay
+    # one at a time and in step order, and nothing else in a step uses the generator, so every
+    # step gets the very mask it got before.
+    drawer = None
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        drawer = ThreadPoolExecutor(1, thread_name_prefix="dropout")
     try:
         each(build)
+        ahead = drawer.submit(draw) if drawer is not None else None
         for epoch in epoch_iter:
-            # the one draw every sequential level run makes at this step (same call, same shape)
-            m = dropout(ones, p, True) if p > 0 else None
-            # the fused output layer reads the mask as bits, packed once for every level
-            bits = out_layer.pack(m) if out_layer is not None and m is not None else None
-            each(step_update_project, (m, bits), epoch)
+            if ahead is None:
+                mask = draw()
+            else:
+                mask = ahead.result()
+                ahead = drawer.submit(draw) if epoch + 1 < epochs else None
+            each(step_update_project, mask, epoch)
             if bar is not None:
                 bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
         each(final_eval)
@@ -325,6 +342,8 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             pool.shutdown()
         if split is not None:
             split.pool.shutdown()
+        if drawer is not None:
+            drawer.shutdown()
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
