@@ -23,7 +23,10 @@ products (``X W1``, ``Â H`` and, in the backward, ``Âᵀ G`` and ``Xᵀ G``) a
 (:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here), the loss gradient
 is written in closed form, and the output layer (ReLU, the dropout multiply, the two 7-wide
 products and their backward) runs as two fused C loops (:class:`graph.ops.GCNOutLayer`) where a
-C compiler is found. Its numbers equal the exact path's to float rounding (about 1e-7
+C compiler is found. Where the CPU has AVX-512 the 512-wide bags are C loops too, in the bag's
+own sum order (bit for bit): ``Â (X W1ᵀ)`` goes straight into the output layer's forward
+(:meth:`~graph.ops.GCNOutLayer.aggregate_forward`) and ``Xᵀ (Âᵀ G)`` is one pass over ``X``'s
+rows (:func:`graph.ops.transposed_chain`). Its numbers equal the exact path's to float rounding (about 1e-7
 relative per product), not bit for bit; over a 200-epoch run such differences can move an
 accuracy by a node or two, like a change of thread count does in the sequential loop. A batched
 TEDDY sweep also trains its dense teacher through this loop (:func:`run_dense_batched`).
