@@ -218,13 +218,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     grad_of = autograd_loss_grad if exact else loss_grad
     ones = torch.ones(n, init_state["conv2.weight"].shape[1], dtype=dtype)
     torch.manual_seed(seed)
-    epoch_iter = range(epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
-        epoch_iter = bar
+        bar = tqdm(total=epochs, desc=desc, unit="ep", leave=False)
     # the fast path's output layer as two fused C loops (graph.ops.GCNOutLayer) when they build
     kernels = None if exact else gcn_out_kernels()
     out_layer = GCNOutLayer(kernels) if kernels is not None and GCNOutLayer.usable(
@@ -318,40 +316,118 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         # the fused output layer reads the mask as bits, packed once for every level
         return m, (out_layer.pack(m) if out_layer is not None and m is not None else None)
 
-    # torch_threads > 1: step t+1's mask is drawn on a thread of its own while step t runs (a
-    # draw is ~5 ms of one core, during which the workers would otherwise wait). The draws stay
-    # one at a time and in step order, and nothing else in a step uses the generator, so every
-    # step gets the very mask it got before.
-    drawer = None
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    def tick() -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(best_val=f"{max(lv.best_val for lv in groups[0]):.3f}")
 
-        drawer = ThreadPoolExecutor(1, thread_name_prefix="dropout")
+    # torch_threads > 1: the masks are drawn on a thread of their own, ahead of the workers (a
+    # draw is ~5 ms of one core), and each worker runs all its epochs without waiting for the
+    # other at every step (the levels are independent; only the mask of step t is shared). The
+    # draws stay one at a time and in step order, and nothing else uses the generator, so every
+    # step gets the very mask it got before.
+    stream = _MaskStream(draw, epochs, workers) if threads > 1 else None
+
+    def run_epochs(i: int) -> None:
+        for epoch in range(epochs):
+            step_update_project(i, stream.get(epoch), epoch)
+            stream.finished(i, epoch)
+            if i == 0:
+                tick()
+
     try:
         each(build)
-        ahead = drawer.submit(draw) if drawer is not None else None
-        for epoch in epoch_iter:
-            if ahead is None:
-                mask = draw()
-            else:
-                mask = ahead.result()
-                ahead = drawer.submit(draw) if epoch + 1 < epochs else None
-            each(step_update_project, mask, epoch)
-            if bar is not None:
-                bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
+        if stream is None:
+            for epoch in range(epochs):
+                each(step_update_project, draw(), epoch)
+                tick()
+        else:
+            with stream:
+                each(stream.guard(run_epochs))
         each(final_eval)
     finally:
         if pool is not None:
             pool.shutdown()
         if split is not None:
             split.pool.shutdown()
-        if drawer is not None:
-            drawer.shutdown()
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
     return [lv.result(seconds) for lv in levels]
+
+
+class _MaskStream:
+    """Step ``t``'s dropout mask for every worker: drawn by ``draw`` on a thread of its own, in
+    step order, at most ``ahead`` steps before the slowest worker (so at most that many masks are
+    held), and dropped once every worker is past it."""
+
+    def __init__(self, draw, epochs: int, workers: int, ahead: int = 2):
+        import threading
+
+        self.draw, self.epochs, self.ahead = draw, epochs, ahead
+        self.cond = threading.Condition()
+        self.done = [0] * workers  # steps each worker has finished
+        self.masks: dict[int, tuple] = {}
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="dropout", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.cond:
+            if self.failed is None and exc[0] is not None:
+                self.failed = exc[1]
+            self.cond.notify_all()
+        self.thread.join()
+        if self.failed is not None and exc[0] is None:
+            raise self.failed
+
+    def _run(self) -> None:
+        try:
+            for t in range(self.epochs):
+                with self.cond:
+                    self.cond.wait_for(lambda: self.failed is not None
+                                       or t < min(self.done) + self.ahead)
+                    if self.failed is not None:
+                        return
+                mask = self.draw()
+                with self.cond:
+                    self.masks[t] = mask
+                    self.cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - handed to the workers, re-raised at exit
+            with self.cond:
+                self.failed = e
+                self.cond.notify_all()
+
+    def get(self, t: int) -> tuple:
+        with self.cond:
+            self.cond.wait_for(lambda: self.failed is not None or t in self.masks)
+            if self.failed is not None:  # another worker's (or the drawer's) error, as it was
+                raise self.failed
+            return self.masks[t]
+
+    def finished(self, worker: int, t: int) -> None:
+        with self.cond:
+            self.done[worker] = t + 1
+            for old in [k for k in self.masks if k < min(self.done)]:
+                del self.masks[old]
+            self.cond.notify_all()
+
+    def guard(self, fn):
+        """``fn(i)`` that, when it raises, stops the drawer and the other workers."""
+        def run(i: int) -> None:
+            try:
+                fn(i)
+            except BaseException as e:
+                with self.cond:
+                    if self.failed is None:
+                        self.failed = e
+                    self.cond.notify_all()
+                raise
+        return run
 
 
 def run_dense_batched(ctx) -> Iterator[LevelRow]:
