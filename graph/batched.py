@@ -62,8 +62,15 @@ from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import (BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, Split, gcn_out_kernels,
-                       transposed_chain)
+from graph.ops import (
+    BagMatrix,
+    FixedAdjacency,
+    FusedAdam,
+    GCNOutLayer,
+    Split,
+    gcn_out_kernels,
+    transposed_chain,
+)
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -389,7 +396,7 @@ class _MaskStream:
         try:
             for t in range(self.epochs):
                 with self.cond:
-                    self.cond.wait_for(lambda: self.failed is not None
+                    self.cond.wait_for(lambda t=t: self.failed is not None
                                        or t < min(self.done) + self.ahead)
                     if self.failed is not None:
                         return

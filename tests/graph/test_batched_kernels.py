@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from graph.models import dropout
-from graph.ops import (BagMatrix, FusedAdam, GCNOutLayer, bag_kernels, gcn_out_kernels,
-                       transposed_chain)
+from graph.ops import (
+    BagMatrix,
+    FusedAdam,
+    GCNOutLayer,
+    bag_kernels,
+    gcn_out_kernels,
+    transposed_chain,
+)
 
 lib = gcn_out_kernels()
 needs_kernels = pytest.mark.skipif(lib is None, reason="no C compiler here: the torch ops run alone")
