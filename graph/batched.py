@@ -23,7 +23,10 @@ products (``X W1``, ``Â H`` and, in the backward, ``Âᵀ G`` and ``Xᵀ G``) a
 (:class:`graph.ops.BagMatrix`: 3-4x faster than PyTorch's CSR product here), the loss gradient
 is written in closed form, and the output layer (ReLU, the dropout multiply, the two 7-wide
 products and their backward) runs as two fused C loops (:class:`graph.ops.GCNOutLayer`) where a
-C compiler is found. Its numbers equal the exact path's to float rounding (about 1e-7
+C compiler is found. Where the CPU has AVX-512 the 512-wide bags are C loops too, in the bag's
+own sum order (bit for bit): ``Â (X W1ᵀ)`` goes straight into the output layer's forward
+(:meth:`~graph.ops.GCNOutLayer.aggregate_forward`) and ``Xᵀ (Âᵀ G)`` is one pass over ``X``'s
+rows (:func:`graph.ops.transposed_chain`). Its numbers equal the exact path's to float rounding (about 1e-7
 relative per product), not bit for bit; over a 200-epoch run such differences can move an
 accuracy by a node or two, like a change of thread count does in the sequential loop. A batched
 TEDDY sweep also trains its dense teacher through this loop (:func:`run_dense_batched`).
@@ -59,7 +62,15 @@ from fedticket.core.l0ball import FlatParameters, L0Ball, ramp_keep
 from graph.features import SparseFeatures
 from graph.levels import LevelRow
 from graph.models import GCN, dropout, normalized_adjacency
-from graph.ops import BagMatrix, FixedAdjacency, FusedAdam, GCNOutLayer, gcn_out_kernels
+from graph.ops import (
+    BagMatrix,
+    FixedAdjacency,
+    FusedAdam,
+    GCNOutLayer,
+    Split,
+    gcn_out_kernels,
+    transposed_chain,
+)
 from graph.train import TrainResult, accuracy, distillation_loss
 
 
@@ -154,26 +165,31 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     dtype = init_state["conv1.weight"].dtype
     t0 = time.perf_counter()
     sparse = isinstance(x, SparseFeatures)
-    levels = [_Level(init_state, ei, k, n, dtype, sparse, exact, ramp)
-              for ei, k in zip(edge_indices, keeps)]
     if sparse:
         xc, xt = x.csr(), x.csr_t()
         if not exact:
             xc, xt = BagMatrix(xc), BagMatrix(xt)
 
-        def first(w1t: Tensor) -> Tensor:
-            return xc @ w1t
+        def first(w1t: Tensor, split: Split | None = None) -> Tensor:
+            return xc @ w1t if exact else xc.mm(w1t, split)
 
         def first_grad(dz1: Tensor) -> Tensor:
             return xt @ dz1
+
+        def first_grad_through(at, dp1: Tensor, split: Split | None = None) -> Tensor:
+            # Xᵀ (Âᵀ dp1): one pass over X's rows with the bag kernels (graph.ops)
+            return first_grad(at @ dp1) if exact else transposed_chain(xc, xt, at, dp1, split)
     else:
-        def first(w1: Tensor) -> Tensor:
+        def first(w1: Tensor, split: Split | None = None) -> Tensor:
             return F.linear(x, w1)
 
         def first_grad(dz1: Tensor) -> Tensor:
             # fused Adam reads a gradient in its parameter's layout (autograd's
             # AccumulateGrad makes that copy in the sequential run)
             return dz1.t().mm(x).contiguous()
+
+        def first_grad_through(at, dp1: Tensor, split: Split | None = None) -> Tensor:
+            return first_grad(at @ dp1)
     y, train_mask = data.y, data.train_mask
     y_train = y[train_mask]
     use_kd = teacher_logits is not None and kd_lambda > 0
@@ -209,13 +225,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     grad_of = autograd_loss_grad if exact else loss_grad
     ones = torch.ones(n, init_state["conv2.weight"].shape[1], dtype=dtype)
     torch.manual_seed(seed)
-    epoch_iter = range(epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(epoch_iter, desc=desc, unit="ep", leave=False)
-        epoch_iter = bar
+        bar = tqdm(total=epochs, desc=desc, unit="ep", leave=False)
     # the fast path's output layer as two fused C loops (graph.ops.GCNOutLayer) when they build
     kernels = None if exact else gcn_out_kernels()
     out_layer = GCNOutLayer(kernels) if kernels is not None and GCNOutLayer.usable(
@@ -228,12 +242,11 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         for lv in group:
             a, at, w1, w2 = lv.adj.a, lv.adj.at, lv.w1.detach(), lv.w2.detach()
             if fused:
-                z = a @ first(w1)
-                ev, out = out_layer.forward(z, bits, w2)
+                z, ev, out = out_layer.aggregate_forward(a, first(w1, split), bits, w2, split)
                 if lv.pending is not None:  # eval pass of the previous step's weights
                     lv.record(lv.pending[0], a @ ev, lv.pending[1], data)
-                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits)
-                lv.w1.grad = first_grad(at @ dp1)
+                lv.w2.grad, dp1 = out_layer.backward(at @ grad_of(a @ out), w2, z, bits, split)
+                lv.w1.grad = first_grad_through(at, dp1, split)
                 continue
             h = torch.relu(a @ first(w1))
             if lv.pending is not None:  # eval pass of the previous step's weights
@@ -245,7 +258,7 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             if m is not None:
                 dh = dh * m
             dp1 = torch.ops.aten.threshold_backward(dh, h, 0)
-            lv.w1.grad = first_grad(at @ dp1)
+            lv.w1.grad = first_grad_through(at, dp1)
 
     def step_update_project(i: int, mask: tuple, epoch: int) -> None:
         step(groups[i], mask)
@@ -264,18 +277,35 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
     # (a level's ops are too small for intra-op threads to pay; whole levels in parallel do).
     # Every level is still computed by the same single-threaded ops, so the numbers do not move.
     threads = torch.get_num_threads()
-    workers = max(1, min(threads, len(levels)))
-    groups = [levels[i::workers] for i in range(workers)]
-    # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
-    # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
-    # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
-    optimizers = [FusedAdam([w for lv in g for w in (lv.w1, lv.w2)], lr=lr,
-                            weight_decay=weight_decay) for g in groups]
+    workers = max(1, min(threads, len(edge_indices)))
+    order = [list(range(len(edge_indices)))[i::workers] for i in range(workers)]
+    levels: list[_Level] = [None] * len(edge_indices)  # type: ignore[list-item]
+    groups: list[list[_Level]] = [[] for _ in range(workers)]
+    optimizers: list[FusedAdam] = [None] * workers  # type: ignore[list-item]
+
+    def build(i: int) -> None:
+        """Worker ``i``'s levels (their adjacency, flat parameters, Adam state), built in that
+        worker, so the 20 levels' set-up (about half a second of one core) runs in parallel."""
+        for j in order[i]:
+            levels[j] = _Level(init_state, edge_indices[j], keeps[j], n, dtype, sparse, exact, ramp)
+            groups[i].append(levels[j])
+        # one fused Adam per worker's group, stepped inside the worker: Adam is elementwise, so a
+        # group's optimizer is each of its levels' own optimizer, and the update runs in parallel
+        # (graph.ops.FusedAdam: torch's fused Adam kernel without Optimizer.step's dynamo calls)
+        optimizers[i] = FusedAdam([w for lv in groups[i] for w in (lv.w1, lv.w2)], lr=lr,
+                                  weight_decay=weight_decay)
     pool = None
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(workers, thread_name_prefix="level")
+    split = None
+    if workers == 1 and threads > 1 and out_layer is not None:
+        # one level (the dense teacher): its kernels' rows or columns over the threads instead
+        # (graph.ops.Split: the same numbers), so the other core does not idle for 200 steps
+        from concurrent.futures import ThreadPoolExecutor
+
+        split = Split(ThreadPoolExecutor(threads, thread_name_prefix="part"), threads)
     if threads > 1:
         # single-threaded ops even for one level (the teacher): a multi-threaded GEMM may sum in
         # another order, and the numbers must not depend on torch_threads
@@ -287,24 +317,124 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         else:  # list(): re-raises a worker's error
             list(pool.map(fn, range(workers), *([a] * workers for a in args)))
 
+    def draw() -> tuple:
+        # the one draw every sequential level run makes at this step (same call, same shape)
+        m = dropout(ones, p, True) if p > 0 else None
+        # the fused output layer reads the mask as bits, packed once for every level
+        return m, (out_layer.pack(m) if out_layer is not None and m is not None else None)
+
+    def tick() -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(best_val=f"{max(lv.best_val for lv in groups[0]):.3f}")
+
+    # torch_threads > 1: the masks are drawn on a thread of their own, ahead of the workers (a
+    # draw is ~5 ms of one core), and each worker runs all its epochs without waiting for the
+    # other at every step (the levels are independent; only the mask of step t is shared). The
+    # draws stay one at a time and in step order, and nothing else uses the generator, so every
+    # step gets the very mask it got before.
+    stream = _MaskStream(draw, epochs, workers) if threads > 1 else None
+
+    def run_epochs(i: int) -> None:
+        for epoch in range(epochs):
+            step_update_project(i, stream.get(epoch), epoch)
+            stream.finished(i, epoch)
+            if i == 0:
+                tick()
+
     try:
-        for epoch in epoch_iter:
-            # the one draw every sequential level run makes at this step (same call, same shape)
-            m = dropout(ones, p, True) if p > 0 else None
-            # the fused output layer reads the mask as bits, packed once for every level
-            bits = out_layer.pack(m) if out_layer is not None and m is not None else None
-            each(step_update_project, (m, bits), epoch)
-            if bar is not None:
-                bar.set_postfix(best_val=f"{max(lv.best_val for lv in levels):.3f}")
+        each(build)
+        if stream is None:
+            for epoch in range(epochs):
+                each(step_update_project, draw(), epoch)
+                tick()
+        else:
+            with stream:
+                each(stream.guard(run_epochs))
         each(final_eval)
     finally:
         if pool is not None:
             pool.shutdown()
+        if split is not None:
+            split.pool.shutdown()
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
     return [lv.result(seconds) for lv in levels]
+
+
+class _MaskStream:
+    """Step ``t``'s dropout mask for every worker: drawn by ``draw`` on a thread of its own, in
+    step order, at most ``ahead`` steps before the slowest worker (so at most that many masks are
+    held), and dropped once every worker is past it."""
+
+    def __init__(self, draw, epochs: int, workers: int, ahead: int = 2):
+        import threading
+
+        self.draw, self.epochs, self.ahead = draw, epochs, ahead
+        self.cond = threading.Condition()
+        self.done = [0] * workers  # steps each worker has finished
+        self.masks: dict[int, tuple] = {}
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="dropout", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.cond:
+            if self.failed is None and exc[0] is not None:
+                self.failed = exc[1]
+            self.cond.notify_all()
+        self.thread.join()
+        if self.failed is not None and exc[0] is None:
+            raise self.failed
+
+    def _run(self) -> None:
+        try:
+            for t in range(self.epochs):
+                with self.cond:
+                    self.cond.wait_for(lambda t=t: self.failed is not None
+                                       or t < min(self.done) + self.ahead)
+                    if self.failed is not None:
+                        return
+                mask = self.draw()
+                with self.cond:
+                    self.masks[t] = mask
+                    self.cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - handed to the workers, re-raised at exit
+            with self.cond:
+                self.failed = e
+                self.cond.notify_all()
+
+    def get(self, t: int) -> tuple:
+        with self.cond:
+            self.cond.wait_for(lambda: self.failed is not None or t in self.masks)
+            if self.failed is not None:  # another worker's (or the drawer's) error, as it was
+                raise self.failed
+            return self.masks[t]
+
+    def finished(self, worker: int, t: int) -> None:
+        with self.cond:
+            self.done[worker] = t + 1
+            for old in [k for k in self.masks if k < min(self.done)]:
+                del self.masks[old]
+            self.cond.notify_all()
+
+    def guard(self, fn):
+        """``fn(i)`` that, when it raises, stops the drawer and the other workers."""
+        def run(i: int) -> None:
+            try:
+                fn(i)
+            except BaseException as e:
+                with self.cond:
+                    if self.failed is None:
+                        self.failed = e
+                    self.cond.notify_all()
+                raise
+        return run
 
 
 def run_dense_batched(ctx) -> Iterator[LevelRow]:

@@ -110,5 +110,5 @@ def maybe_sparse(x: Tensor, max_density: float = 0.25):
     """Wrap ``x`` as :class:`SparseFeatures` when it is sparse enough to pay off."""
     if x.numel() == 0:
         return x
-    density = float((x != 0).sum()) / x.numel()
+    density = int(torch.count_nonzero(x)) / x.numel()
     return SparseFeatures(x) if density <= max_density else x

@@ -99,7 +99,7 @@ def _weights_kept(mask: Mask | None, lv: Level, model) -> int:
     if mask is None:
         return lv.num_weights
     names = prunable_parameters(model)
-    return int(sum(int(mask[n].sum()) for n in names if n in mask))
+    return int(sum(int(torch.count_nonzero(mask[n])) for n in names if n in mask))
 
 
 def teacher_logits(ctx: SeedContext) -> Tensor:

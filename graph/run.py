@@ -39,7 +39,7 @@ import yaml
 from fedticket.config import flatten, load_config, result_keys, to_dict
 from fedticket.datasets import resolve_data_root
 from fedticket.errors import ConfigError
-from fedticket.results import RunDir, check_output_dir, plot_lines
+from fedticket.results import PlotProcess, RunDir, check_output_dir, plot_lines
 from graph import defer_dynamo  # noqa: F401  (first graph import: keeps dynamo lazy, see there)
 from graph.config import GraphConfig
 from graph.data import describe, load_planetoid
@@ -107,7 +107,10 @@ def summarize(cfg: GraphConfig, rows: list[LevelRow], data_name: str, seconds: f
     }
 
 
-def plot(rundir: RunDir, summary: dict) -> list[Path]:
+def plot(rundir: RunDir, summary: dict, plotter: PlotProcess | None = None) -> list[Path]:
+    """The two accuracy plots (through ``plotter`` when given: queued there, drawn at its
+    ``close``)."""
+    draw = plotter.plot_lines if plotter is not None else plot_lines
     out = []
     title = f"{summary['model'].upper()} on {summary['dataset']}"
     for key, xlabel, fname in (("graph_sparsity", "graph sparsity (fraction of edges removed)",
@@ -125,7 +128,7 @@ def plot(rundir: RunDir, summary: dict) -> list[Path]:
             xmax = max(max(xs) for xs, _ in series.values())
             d = 100 * summary["dense_test_accuracy"]
             series["dense"] = ([0.0, xmax], [d, d])
-        out.append(plot_lines(rundir.file(fname), series, xlabel, "test accuracy (%)", title, yerr=yerr))
+        out.append(draw(rundir.file(fname), series, xlabel, "test accuracy (%)", title, yerr=yerr))
     return out
 
 
@@ -200,6 +203,17 @@ def main(args: argparse.Namespace) -> int:
     # refused; the same config resumes in place
     previous = check_results_folder(out, to_dict(cfg), bool(getattr(args, "overwrite", False)))
     root = resolve_data_root(getattr(args, "data_root", None), cfg.data.root)
+    # the plots' matplotlib import runs in a child process now, on the core that the start-up
+    # (torch, PyG, the data) leaves idle, instead of at the end of the run
+    plotter = PlotProcess()
+    try:
+        return _sweep(cfg, args, out, previous, root, schedule, full_schedule, quiet, say, plotter)
+    finally:
+        plotter.cancel()
+
+
+def _sweep(cfg, args, out, previous, root, schedule, full_schedule, quiet, say,
+           plotter: PlotProcess) -> int:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     data = load_planetoid(cfg.dataset, root, cfg.normalize_features)  # UserError before training
@@ -243,7 +257,8 @@ def main(args: argparse.Namespace) -> int:
             bar.close()
     summary = summarize(cfg, rows, data.name, time.perf_counter() - t0)
     rundir.write_json("summary.json", summary)
-    plots = plot(rundir, summary)
+    plots = plot(rundir, summary, plotter)
+    plotter.close()
     if not quiet:
         say(format_table(summary))
         say(f"results: {rundir.path}  ({', '.join(p.name for p in plots)})")

@@ -3,6 +3,7 @@
     python simulations/graph_speed_benchmark.py [--reference /work/main | --reference ""]
         [--sequential] [--epochs 200] [--threads 2] [--data-root DIR] [--out results/graph_speed]
     python simulations/graph_speed_benchmark.py --per-step 20 [--data-root DIR]
+    python simulations/graph_speed_benchmark.py --components 40 [--data-root DIR]
 
 Each sweep runs from the CLI in a fresh subprocess: the dense teacher plus TEDDY at levels 1..20,
 one seed (3846), ``--epochs`` epochs per run, ``--threads`` torch threads, the tree's own
@@ -20,6 +21,12 @@ a 50-epoch teacher) three times, alternating: the C kernels on (:mod:`fedticket.
 the ℓ0 projection's passes and the fused output layer), off (``FEDTICKET_NATIVE=0``: the torch
 ops), on again; it prints CPU milliseconds per level-step and the projection's share. On a shared
 machine this is the steadier comparison: both variants run in one process, interleaved.
+
+``--components E``: the same in-process run (one thread, 20 levels x E epochs), twice, the bag
+kernels off (torch's embedding bags, :func:`graph.ops.bag_kernels` returning None) then on,
+each printing the thread CPU milliseconds per level-step of every part of a step (the products,
+the output layer, the projection, Adam, the validation record, the mask draw; "rest" is the
+loss gradient and the Python around them).
 """
 
 from __future__ import annotations
@@ -55,12 +62,12 @@ def run_sweep(tree: Path, config: str, extra: list[str], out: Path, epochs: int,
     return wall, cpu, json.loads((out / "summary.json").read_text())
 
 
-def per_step(epochs: int, data_root: str | None) -> None:
+def _levels_setup(data_root: str | None) -> tuple:
+    """``train_gcn_levels``'s first arguments for the 20 TEDDY levels of Cora, seed 3846, and a
+    50-epoch teacher's logits (one thread)."""
     import torch
 
-    from fedticket.core import l0ball
     from fedticket.core.l0ball import weights_to_keep
-    from graph import batched
     from graph.config import SweepConfig
     from graph.data import load_planetoid
     from graph.edges import undirected_pairs
@@ -82,6 +89,19 @@ def per_step(epochs: int, data_root: str | None) -> None:
     sched = SweepConfig(graph_rate=0.05, weight_rate=0.2, num_levels=20).schedule()
     eis = [data.edge_index[:, ranking.keep_mask(gs)] for _, gs, _ in sched]
     keeps = [weights_to_keep(n, ws) if ws > 0 else None for _, _, ws in sched]
+    return model, init, x, data, eis, keeps, teacher
+
+
+def _teacher_kw(setup: tuple) -> tuple:
+    *head, teacher = setup
+    return tuple(head), teacher
+
+
+def per_step(epochs: int, data_root: str | None) -> None:
+    from fedticket.core import l0ball
+    from graph import batched
+
+    (model, init, x, data, eis, keeps), teacher = _teacher_kw(_levels_setup(data_root))
     spent = {"proj": 0.0}
     project = l0ball.L0Ball.project
 
@@ -111,6 +131,71 @@ def per_step(epochs: int, data_root: str | None) -> None:
         print(f"  test accuracy, levels 1-20, {name}: {a}")
 
 
+def components(epochs: int, data_root: str | None) -> None:
+    import collections
+    import threading
+
+    from fedticket.core import l0ball
+    from graph import batched, ops
+
+    args, teacher = _teacher_kw(_levels_setup(data_root))
+    spent: dict[str, float] = collections.defaultdict(float)
+    depth = threading.local()
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def run(*a, **k):  # only the outermost timed call counts (bags inside the chain do not)
+            outer = not getattr(depth, "n", 0)
+            depth.n = getattr(depth, "n", 0) + 1
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                depth.n -= 1
+                if outer:
+                    spent[label(*a) if callable(label) else label] += time.thread_time() - t
+        setattr(owner, name, run)
+        return fn
+
+    def bag_label(m, h, *rest):
+        return f"bag {m.shape[0]}x{m.shape[1]} @ {h.shape[1]} wide"
+
+    originals = [(ops.BagMatrix, "mm", timed(ops.BagMatrix, "mm", bag_label)),
+                 (batched, "transposed_chain",
+                  timed(batched, "transposed_chain", "X^T (A^T G) (first-layer gradient)")),
+                 (ops.GCNOutLayer, "aggregate_forward",
+                  timed(ops.GCNOutLayer, "aggregate_forward", "A (X W1^T) + output layer fwd")),
+                 (ops.GCNOutLayer, "backward", timed(ops.GCNOutLayer, "backward",
+                                                     "output layer bwd")),
+                 (l0ball.L0Ball, "project", timed(l0ball.L0Ball, "project", "l0 projection")),
+                 (ops.FusedAdam, "step", timed(ops.FusedAdam, "step", "Adam")),
+                 (batched._Level, "record", timed(batched._Level, "record", "validation record")),
+                 (batched, "dropout", timed(batched, "dropout", "dropout draw"))]
+    bag_kernels = ops.bag_kernels
+    print(f"20 Cora GCN TEDDY levels in one process, {epochs} epochs, 1 thread, thread CPU ms per "
+          f"level-step by part (bag kernels off, then on):")
+    try:
+        for name, on in (("bag kernels off", False), ("bag kernels on", True)):
+            ops.bag_kernels = bag_kernels if on else (lambda: None)
+            spent.clear()
+            c0 = time.process_time()
+            res = batched.train_gcn_levels(*args, seed=3846, epochs=epochs,
+                                           teacher_logits=teacher, kd_lambda=10.0)
+            steps = epochs * len(res)
+            total = 1000 * (time.process_time() - c0) / steps
+            print(f"  {name}: {total:6.2f} ms per level-step")
+            for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
+                print(f"    {k:<40} {1000 * v / steps:6.2f}")
+            print(f"    {'rest':<40} {total - 1000 * sum(spent.values()) / steps:6.2f}")
+            print(f"    test accuracy, levels 1-20: "
+                  f"{[round(100 * r.test_accuracy, 1) for r in res]}")
+    finally:
+        ops.bag_kernels = bag_kernels
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+
+
 def table(summary: dict) -> dict[int, float]:
     return {e["level"]: 100 * e["test_accuracy"] for e in summary["levels"]}
 
@@ -127,9 +212,14 @@ def main() -> int:
     p.add_argument("--out", default="results/graph_speed")
     p.add_argument("--per-step", type=int, default=0, metavar="E",
                    help="instead: in-process per-level-step CPU ms, C kernels on vs off")
+    p.add_argument("--components", type=int, default=0, metavar="E",
+                   help="instead: in-process CPU ms per level-step by part, bag kernels off/on")
     a = p.parse_args()
     if a.per_step:
         per_step(a.per_step, a.data_root)
+        return 0
+    if a.components:
+        components(a.components, a.data_root)
         return 0
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

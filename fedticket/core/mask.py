@@ -96,7 +96,8 @@ class Mask(dict):
 
     @property
     def num_kept(self) -> int:
-        return int(sum(int(v.sum()) for v in self.values()))
+        # count_nonzero: a bool sum first widens every entry to int64 (2x slower)
+        return int(sum(int(torch.count_nonzero(v)) for v in self.values()))
 
     @property
     def density(self) -> float:
@@ -110,7 +111,7 @@ class Mask(dict):
     def layer_stats(self) -> list[dict]:
         rows = []
         for k, v in self.items():
-            kept = int(v.sum())
+            kept = int(torch.count_nonzero(v))
             rows.append({"name": k, "numel": int(v.numel()), "kept": kept,
                          "density": kept / v.numel() if v.numel() else 1.0})
         return rows

@@ -184,3 +184,38 @@ def test_fast_path_with_and_without_kernels_agree(graph_factory, monkeypatch):
         if p.mask is not None:
             for name in p.mask.keys():
                 assert torch.equal(f.mask[name], p.mask[name]), name
+
+
+@pytest.mark.parametrize("n_levels", [4, 1], ids=["levels", "one-level"])
+def test_a_failing_level_worker_stops_the_run_with_its_error(graph_factory, monkeypatch, n_levels):
+    """Workers run their epochs without a barrier per step (graph.batched._MaskStream): one
+    worker's error must end the others and the mask drawer and reach the caller, not hang."""
+    data, x, model, init, teacher, eis, keeps = _setup(graph_factory, sparse=True)
+    calls = {"n": 0}
+    project = batched._Level.project
+
+    def failing(self, epoch):
+        calls["n"] += 1
+        if epoch == 3 and self is first_level[0]:
+            raise ArithmeticError("level failed at epoch 3")
+        return project(self, epoch)
+
+    first_level = []
+    init_level = batched._Level.__init__
+
+    def remember(self, *a, **k):
+        init_level(self, *a, **k)
+        if not first_level:
+            first_level.append(self)
+
+    monkeypatch.setattr(batched._Level, "__init__", remember)
+    monkeypatch.setattr(batched._Level, "project", failing)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ArithmeticError, match="epoch 3"):
+            _batched(model, init, x, data, eis[:n_levels], keeps[:n_levels], teacher, exact=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert calls["n"] < EPOCHS * n_levels  # stopped early, not run to the end

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from graph.models import dropout
-from graph.ops import FusedAdam, GCNOutLayer, gcn_out_kernels
+from graph.ops import (
+    BagMatrix,
+    FusedAdam,
+    GCNOutLayer,
+    bag_kernels,
+    gcn_out_kernels,
+    transposed_chain,
+)
 
 lib = gcn_out_kernels()
 needs_kernels = pytest.mark.skipif(lib is None, reason="no C compiler here: the torch ops run alone")
@@ -116,3 +123,122 @@ def test_fused_adam_skips_a_parameter_without_gradient_as_torch_adam_does():
     assert ours[0].grad is not None
     mine.zero_grad()
     assert all(p.grad is None for p in ours)
+
+
+bag_lib = bag_kernels()
+needs_bag_kernels = pytest.mark.skipif(
+    bag_lib is None, reason="no C compiler or no AVX-512 here: torch's embedding bag runs alone")
+
+
+def _sparse(rows, cols, density, g, empty=()):
+    dense = torch.rand(rows, cols, generator=g)
+    dense[dense > density] = 0
+    for r in empty:  # rows with no entries: their product rows are +0
+        dense[r] = 0
+    return dense.to_sparse_csr()
+
+
+def _bag(m: BagMatrix, h):
+    return F.embedding_bag(m.index, h, m.offsets, mode="sum", per_sample_weights=m.weights)
+
+
+@needs_bag_kernels
+@pytest.mark.parametrize("d", [16, 144, 512])  # the 16-lane tail alone, blocks + tail, blocks
+def test_bag_kernel_is_the_embedding_bag_bit_for_bit(d):
+    g = torch.Generator().manual_seed(d)
+    m = BagMatrix(_sparse(61, 47, 0.2, g, empty=(0, 17, 60)))
+    assert m.lib is not None
+    h = torch.randn(47, d, generator=g)
+    h[3] = -0.0  # signed zeros: fma from +0 as the bag sums
+    out = m @ h
+    assert torch.equal(out.view(torch.int32), _bag(m, h).view(torch.int32))
+    assert torch.equal(out[[0, 17, 60]], torch.zeros(3, d))
+
+
+@needs_bag_kernels
+@pytest.mark.parametrize("d", [16, 144])
+def test_transposed_chain_is_the_two_bags_bit_for_bit(d):
+    g = torch.Generator().manual_seed(d + 1)
+    xs = _sparse(53, 29, 0.15, g, empty=(4, 52))  # X [n, m]: columns 0..28, some rows empty
+    x, xt = BagMatrix(xs), BagMatrix(xs.to_dense().t().contiguous().to_sparse_csr())
+    at = BagMatrix(_sparse(53, 53, 0.1, g, empty=(9,)))
+    grad = torch.randn(53, d, generator=g)
+    out = transposed_chain(x, xt, at, grad)
+    ref = _bag(xt, _bag(at, grad))
+    assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
+    with pytest.raises(ValueError, match="cannot chain"):
+        transposed_chain(x, xt, at, grad[:50])
+
+
+def test_bag_products_without_kernels_run_torch(monkeypatch):
+    """FEDTICKET_NATIVE=0 (or widths the kernels do not cover): torch's embedding bag, the same
+    products to rounding."""
+    g = torch.Generator().manual_seed(3)
+    xs = _sparse(40, 24, 0.2, g)
+    at_csr = _sparse(40, 40, 0.1, g)
+    grad = torch.randn(40, 32, generator=g)
+    dense = xs.to_dense().t() @ (at_csr.to_dense() @ grad)
+    monkeypatch.setenv("FEDTICKET_NATIVE", "0")
+    x, xt, at = BagMatrix(xs), BagMatrix(xs.to_dense().t().contiguous().to_sparse_csr()), \
+        BagMatrix(at_csr)
+    assert x.lib is None and bag_kernels() is None
+    torch.testing.assert_close(transposed_chain(x, xt, at, grad), dense, rtol=1e-5, atol=1e-5)
+    monkeypatch.delenv("FEDTICKET_NATIVE")
+    if bag_lib is not None:  # 7 wide (the output layer's products): not 16 lanes, torch runs
+        h = torch.randn(40, 7, generator=g)
+        assert torch.equal(BagMatrix(at_csr) @ h, _bag(at, h))
+
+
+@needs_bag_kernels
+@needs_kernels
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dropout", "no-dropout"])
+@pytest.mark.parametrize("c", [7, 11])
+def test_aggregate_forward_is_the_bag_then_the_output_layer_bit_for_bit(with_mask, c):
+    g = torch.Generator().manual_seed(c)
+    n, d = 45, 144
+    a = BagMatrix(_sparse(n, n, 0.1, g, empty=(3,)))
+    y = torch.randn(n, d, generator=g)
+    w = torch.randn(c, d, generator=g) * 0.1
+    layer = GCNOutLayer(lib)
+    bits = layer.pack(dropout(torch.ones(n, d), 0.5, True)) if with_mask else None
+    z, ev, tr = layer.aggregate_forward(a, y, bits, w)
+    z_ref = a @ y
+    ev_ref, tr_ref = layer.forward(z_ref, bits, w)
+    for got, ref in ((z, z_ref), (ev, ev_ref), (tr, tr_ref)):
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
+    with pytest.raises(ValueError, match="dropout bits"):
+        layer.aggregate_forward(a, y[:, :128], bits or layer.pack(torch.ones(n, d)), w[:, :128])
+
+
+@needs_bag_kernels
+@needs_kernels
+@pytest.mark.parametrize("parts", [2, 3])
+def test_split_kernels_give_the_same_bits(parts):
+    """The dense teacher's kernels split over threads (rows, or columns for the sums over rows)
+    compute every element as the one call does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graph.ops import Split
+
+    g = torch.Generator().manual_seed(parts)
+    n, m, d = 57, 31, 144
+    xs = _sparse(n, m, 0.15, g, empty=(2,))
+    x, xt = BagMatrix(xs), BagMatrix(xs.to_dense().t().contiguous().to_sparse_csr())
+    a = BagMatrix(_sparse(n, n, 0.1, g, empty=(n - 1,)))
+    w1t, w2 = torch.randn(m, d, generator=g), torch.randn(7, d, generator=g)
+    grad, gout = torch.randn(n, d, generator=g), torch.randn(n, 7, generator=g)
+    layer = GCNOutLayer(lib)
+    bits = layer.pack(dropout(torch.ones(n, d), 0.5, True))
+    with ThreadPoolExecutor(parts) as pool:
+        split = Split(pool, parts)
+        assert len(split.ranges(d, 16)) == parts and split.ranges(d, 16)[-1][1] == d
+        pairs = [(x.mm(w1t, split), x.mm(w1t)),
+                 (transposed_chain(x, xt, a, grad, split), transposed_chain(x, xt, a, grad))]
+        y = x.mm(w1t)
+        pairs += list(zip(layer.aggregate_forward(a, y, bits, w2, split),
+                          layer.aggregate_forward(a, y, bits, w2)))
+        z = a @ y
+        pairs += list(zip(layer.backward(gout, w2, z, bits, split),
+                          layer.backward(gout, w2, z, bits)))
+    for got, ref in pairs:
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
