@@ -136,7 +136,7 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
                  if cfg.teddy.project == "all" or n in prunable_parameters(ctx.model))
     for lv in ctx.todo("teddy"):
         t1 = time.perf_counter()
-        ei = edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
+        ei = edge_index[:, ranking.keep_top(lv.edges_kept)]  # the level's count, computed once
         res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=teacher_logits(ctx),
                         kd_lambda=cfg.teddy.kd_lambda, temperature=cfg.teddy.temperature,
                         l0_keep=lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None,
@@ -147,7 +147,7 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
         extra = {"mask_layers": res.mask.layer_stats()} if res.mask is not None else {}
         yield LevelRow("teddy", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
                        res.test_accuracy, secs, ctx.seed,
-                       ctx.teacher.seconds + score_seconds + secs, ranking.num_kept(lv.graph_sparsity),
+                       ctx.teacher.seconds + score_seconds + secs, lv.edges_kept,
                        _weights_kept(res.mask, lv, ctx.model), res.best_epoch, f, extra)
 
 
@@ -160,13 +160,13 @@ def run_random(ctx: SeedContext) -> Iterator[LevelRow]:
     scores = {k: torch.rand(p.shape, generator=gen) for k, p in params.items()}
     for lv in ctx.todo("random"):
         t1 = time.perf_counter()
-        ei = ctx.data.edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
+        ei = ctx.data.edge_index[:, ranking.keep_top(lv.edges_kept)]
         mask = mask_from_scores(scores, lv.weight_density) if lv.weight_sparsity > 0 else None
         res = ctx.train(ei, f"random L{lv.level}", fixed_mask=mask)
         secs = time.perf_counter() - t1
         f = ctx.save_level("random", lv.level, mask, ei)
         yield LevelRow("random", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
-                       res.test_accuracy, secs, ctx.seed, secs, ranking.num_kept(lv.graph_sparsity),
+                       res.test_accuracy, secs, ctx.seed, secs, lv.edges_kept,
                        _weights_kept(mask, lv, ctx.model), res.best_epoch, f)
 
 

@@ -4,6 +4,8 @@ removes it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from graph.config import GraphConfig, ModelConfig, SweepConfig, TrainConfig, UGS
 from graph.sweep import run_seed
 from graph.ugs import UGS
 
+REPO = Path(__file__).resolve().parents[2]
 SEED = 7
 LEVELS = [2, 4]
 
@@ -187,3 +190,40 @@ def test_overwrite_removes_the_round_state(tmp_path):
     assert (out / "ugs_state").is_dir()
     assert check_results_folder(out, to_dict(GraphConfig()), overwrite=True) == []
     assert not (out / "ugs_state").exists()
+
+
+def test_cli_run_interrupted_in_a_ugs_round_resumes_to_the_straight_levels_csv(
+        cora_root, tmp_path, count_rounds):
+    """``graph.run`` end to end on Cora: a run killed in round 3 and rerun into its folder writes
+    the straight run's levels.csv rows (wall times aside) and recomputes round 3 only."""
+    import argparse
+    import csv
+
+    from graph.run import main
+
+    calls, stop_at = count_rounds
+    sets = ["methods=[ugs]", "train.epochs=4", "ugs.mask_epochs=3", "sweep.num_levels=3",
+            "model.hidden=32", "save_masks=false"]
+
+    def run(out):
+        main(argparse.Namespace(config=str(REPO / "configs/graph/quickstart.yaml"), set=sets,
+                                out=str(out), levels="1,3", data_root=str(cora_root), quiet=True))
+        with open(out / "levels.csv", newline="") as fh:
+            return [{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader(fh)]
+
+    straight = run(tmp_path / "straight")
+    calls.clear()
+    stop_at[0] = 3
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "cut")
+    assert calls == [1, 2]
+    calls.clear()
+    stop_at[0] = None
+    assert run(tmp_path / "cut") == straight
+    assert calls == [3]
+    # a finished sweep keeps its state: adding level 2 later costs its retraining only
+    calls.clear()
+    main(argparse.Namespace(config=str(REPO / "configs/graph/quickstart.yaml"), set=sets,
+                            out=str(tmp_path / "cut"), levels="2", data_root=str(cora_root),
+                            quiet=True))
+    assert calls == [] and (tmp_path / "cut" / "ugs_state" / "seed3846.safetensors").is_file()
