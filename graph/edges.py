@@ -221,3 +221,10 @@ class EdgeRanking:
     def keep_mask(self, sparsity: float) -> Tensor:
         """Bool ``[E]`` over the directed edges; self-loops are always kept."""
         return self.upairs.edge_mask(self.pair_keep_mask(sparsity))
+
+    def keep_top(self, num_kept: int) -> Tensor:
+        """Bool ``[E]``: the edges of the ``num_kept`` best pairs (a :class:`graph.levels.Level`'s
+        ``edges_kept``, so a sweep reads its count from the level instead of recomputing it)."""
+        if not 0 <= num_kept <= self.num_pairs:
+            raise ValueError(f"cannot keep {num_kept} of {self.num_pairs} pairs")
+        return self.upairs.edge_mask(self.rank < num_kept)

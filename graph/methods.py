@@ -14,6 +14,8 @@ draws instead (``graph.streams``), the same at every level.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from graph.edges import UndirectedPairs
 from graph.levels import Level, LevelRow
 from graph.train import TrainResult, train_node_classifier
 from graph.transforms import random_ranking, teddy_ranking
-from graph.ugs import UGS, edge_index_for
+from graph.ugs import UGS, edge_index_for, load_state, save_state
 
 REGISTRY: dict[str, Callable[["SeedContext"], Iterator[LevelRow]]] = {}
 
@@ -54,6 +56,8 @@ class SeedContext:
     dense: Level
     done: set = field(default_factory=set)  # (method, level) already in the results folder
     mask_dir: Path | None = None
+    # where UGS keeps its round state (``ugs_state/`` of the results folder; None: nowhere)
+    state_dir: Path | None = None
     progress: bool = False
     teacher: TrainResult | None = None  # the dense run (TEDDY's teacher), set by ``dense``
     # rng: official: the generator state right after the TEDDY code's init draws, where its
@@ -139,7 +143,7 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
                  if cfg.teddy.project == "all" or n in prunable_parameters(ctx.model))
     for lv in ctx.todo("teddy"):
         t1 = time.perf_counter()
-        ei = edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
+        ei = edge_index[:, ranking.keep_top(lv.edges_kept)]  # the level's count, computed once
         res = ctx.train(ei, f"teddy L{lv.level}", teacher_logits=teacher_logits(ctx),
                         kd_lambda=cfg.teddy.kd_lambda, temperature=cfg.teddy.temperature,
                         lr=student_lr(cfg),
@@ -151,7 +155,7 @@ def run_teddy(ctx: SeedContext) -> Iterator[LevelRow]:
         extra = {"mask_layers": res.mask.layer_stats()} if res.mask is not None else {}
         yield LevelRow("teddy", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
                        res.test_accuracy, secs, ctx.seed,
-                       ctx.teacher.seconds + score_seconds + secs, ranking.num_kept(lv.graph_sparsity),
+                       ctx.teacher.seconds + score_seconds + secs, lv.edges_kept,
                        _weights_kept(res.mask, lv, ctx.model), res.best_epoch, f, extra)
 
 
@@ -164,19 +168,37 @@ def run_random(ctx: SeedContext) -> Iterator[LevelRow]:
     scores = {k: torch.rand(p.shape, generator=gen) for k, p in params.items()}
     for lv in ctx.todo("random"):
         t1 = time.perf_counter()
-        ei = ctx.data.edge_index[:, ranking.keep_mask(lv.graph_sparsity)]
+        ei = ctx.data.edge_index[:, ranking.keep_top(lv.edges_kept)]
         mask = mask_from_scores(scores, lv.weight_density) if lv.weight_sparsity > 0 else None
         res = ctx.train(ei, f"random L{lv.level}", fixed_mask=mask)
         secs = time.perf_counter() - t1
         f = ctx.save_level("random", lv.level, mask, ei)
         yield LevelRow("random", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
-                       res.test_accuracy, secs, ctx.seed, secs, ranking.num_kept(lv.graph_sparsity),
+                       res.test_accuracy, secs, ctx.seed, secs, lv.edges_kept,
                        _weights_kept(mask, lv, ctx.model), res.best_epoch, f)
+
+
+def ugs_fingerprint(ctx: SeedContext) -> str:
+    """What a UGS round state was computed from: the config's result keys, the seed, the graph
+    and θ0 (a state from anywhere else is never continued)."""
+    from fedticket.config import fingerprint
+
+    h = hashlib.sha256(f"{fingerprint(ctx.cfg)} seed {ctx.seed} nodes {ctx.data.num_nodes}".encode())
+    for t in (ctx.data.edge_index, *(ctx.init_state[k] for k in sorted(ctx.init_state))):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
 
 
 @register("ugs")
 def run_ugs(ctx: SeedContext) -> Iterator[LevelRow]:
-    """UGS: k rounds of mask learning + pruning to reach level k, then a rewound retraining."""
+    """UGS: k rounds of mask learning + pruning to reach level k, then a rewound retraining.
+
+    With ``ctx.state_dir`` the round state is saved after every round and a rerun continues
+    after the last saved round (``graph.ugs``: bit for bit the numbers of an uninterrupted run);
+    a state file that cannot be used is reported in one line and the rounds are recomputed.
+    """
     cfg = ctx.cfg
     todo = {lv.level: lv for lv in ctx.todo("ugs")}
     if not todo:
@@ -186,12 +208,28 @@ def run_ugs(ctx: SeedContext) -> Iterator[LevelRow]:
               weight_decay=cfg.train.weight_decay, edge_l1=cfg.ugs.edge_l1,
               weight_l1=cfg.ugs.weight_l1, noise=cfg.ugs.mask_init_noise, seed=ctx.seed,
               progress=ctx.progress)
-    spent = 0.0
+    state = fp = None
+    if ctx.state_dir is not None:
+        state, fp = ctx.state_dir / f"seed{ctx.seed}.safetensors", ugs_fingerprint(ctx)
+        if state.is_file():
+            try:
+                load_state(state, ugs, fp, ctx.seed)
+            except (OSError, ValueError) as e:
+                # the state only saves time (rounds are deterministic), so recompute, not refuse
+                print(f"fedticket: ignoring UGS round state ({e}); recomputing from round 1",
+                      file=sys.stderr)
     for r in range(1, max(todo) + 1):
-        rnd = ugs.run_round(r)
-        spent += rnd.seconds
-        if r not in todo:
-            continue
+        if r <= ugs.rounds_done:
+            if r not in todo:
+                continue
+            rnd = ugs.at_round(r)
+        else:
+            rnd = ugs.run_round(r)
+            if state is not None:
+                save_state(state, ugs, fp, ctx.seed)
+            if r not in todo:
+                continue
+        spent = sum(ugs.round_seconds[:r])  # every round to here, those of earlier runs too
         lv = todo[r]
         t1 = time.perf_counter()
         ei, _ = edge_index_for(ctx.upairs, ctx.data.edge_index, rnd.pair_keep)

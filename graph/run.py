@@ -13,12 +13,15 @@ Order of work: load + validate the config (``ConfigError`` on any bad key or val
 * ``summary.json``  dataset, model, dense_test_accuracy and a ``levels`` list (mean and std over
                     seeds per method and level);
 * ``test_acc_vs_graph_sparsity.png`` / ``test_acc_vs_weight_sparsity.png``, one curve per method;
-* ``masks/``        each level's weight mask (core ``Mask`` file) and kept edges (safetensors).
+* ``masks/``        each level's weight mask (core ``Mask`` file) and kept edges (safetensors);
+* ``ugs_state/``    UGS's round state per seed (``seed<s>.safetensors``), rewritten after every
+                    pruning round, so a rerun continues UGS after the last round done.
 
 A rerun into a folder that already holds results (``levels.csv`` or ``summary.json``) follows
 :func:`check_results_folder`: the same config *resumes* (levels already in ``levels.csv`` are
-skipped, so an interrupted sweep costs nothing twice); a different config is refused in one
-line before any work, unless ``overwrite`` (the CLI's ``--overwrite``) clears the old results.
+skipped, so an interrupted sweep costs nothing twice, UGS's rounds included); a different config
+is refused in one line before any work, unless ``overwrite`` (the CLI's ``--overwrite``) clears
+the old results.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from graph.sweep import run_seed
 
 RESULT_FILES = ("levels.csv", "summary.json", "test_acc_vs_graph_sparsity.png",
                 "test_acc_vs_weight_sparsity.png")
+RESULT_DIRS = ("masks", "ugs_state")
 
 
 def _level_overrides(levels: str | None) -> list[str]:
@@ -142,20 +146,21 @@ def check_results_folder(out: str | os.PathLike, config: dict, overwrite: bool =
       from;
     * results of a *different* config: ``ConfigError`` naming the differing keys, unless
       ``overwrite``, which deletes the old results (``levels.csv``, ``summary.json``, plots,
-      ``masks/``) and returns ``[]``.
+      ``masks/``, ``ugs_state/``) and returns ``[]``.
 
     Nothing is ever replaced silently: the old ``levels.csv`` is only appended to.
     """
     out = Path(out)
     # a file, or a place that cannot be written: the one shared path check (results are ours)
     check_output_dir(out, overwrite=True)
-    present = [f for f in RESULT_FILES if (out / f).exists()]
-    if not present:
-        return []
-    if overwrite:
+    if overwrite:  # also a folder holding only UGS round state: --overwrite starts from nothing
         for f in RESULT_FILES:
             (out / f).unlink(missing_ok=True)
-        shutil.rmtree(out / "masks", ignore_errors=True)
+        for d in RESULT_DIRS:
+            shutil.rmtree(out / d, ignore_errors=True)
+        return []
+    present = [f for f in RESULT_FILES if (out / f).exists()]
+    if not present:
         return []
     fix = "pass --overwrite to replace them, or choose another --out"
     try:
@@ -251,6 +256,7 @@ def _sweep(cfg, args, out, previous, root, schedule, full_schedule, quiet, say,
                 continue
             rows += run_seed(cfg, data, x, seed, schedule, full_schedule, mask_dir=mask_dir,
                              progress=not quiet, level_bar=bar, done=done,
+                             state_dir=rundir.file("ugs_state") if "ugs" in cfg.methods else None,
                              on_row=lambda r: rundir.append_csv("levels.csv", r.csv_row()))
     finally:
         if bar is not None:

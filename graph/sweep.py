@@ -9,7 +9,9 @@ this level from nothing: for TEDDY the dense teacher + edge scores + this level'
 rounds up to this level + the retraining; for random just the run).
 
 Resuming: rows whose ``(method, level)`` is in ``done`` are not recomputed. The dense model is
-retrained (without a new row) only when a TEDDY level still needs its teacher.
+retrained (without a new row) only when a TEDDY level still needs its teacher. UGS, whose level k
+needs k pruning rounds, keeps its round state in ``state_dir`` (one file per seed) and continues
+after the last round saved there (:func:`graph.methods.run_ugs`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from graph.models import build_model
 def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[int, float, float]],
              full_schedule: list[tuple[int, float, float]], *, mask_dir: Path | None = None,
              progress: bool = False, on_row: Callable[[LevelRow], None] | None = None,
-             level_bar=None, done: set | None = None) -> list[LevelRow]:
+             level_bar=None, done: set | None = None,
+             state_dir: Path | None = None) -> list[LevelRow]:
     """Run the dense model and every configured method at the scheduled levels for one seed.
 
     ``done``: ``(method, level)`` pairs already computed for this seed (skipped).
+    ``state_dir``: where UGS saves its round state after every round and resumes from (None:
+    no state kept, every needed round is computed).
     """
     num_classes = int(data.y.max()) + 1
     torch.manual_seed(seed)
@@ -53,8 +58,8 @@ def run_seed(cfg: GraphConfig, data: Data, x, seed: int, schedule: list[tuple[in
     wanted = {k for k, _, _ in schedule}
     ctx = SeedContext(cfg, data, x, seed, model, init_state, upairs,
                       [lv for lv in all_levels if lv.level in wanted], all_levels,
-                      dense_level(upairs.num_pairs, num_weights), set(done or ()), mask_dir, progress,
-                      train_rng=train_rng)
+                      dense_level(upairs.num_pairs, num_weights), set(done or ()), mask_dir,
+                      state_dir, progress, train_rng=train_rng)
     rows: list[LevelRow] = []
 
     def emit(row: LevelRow) -> None:

@@ -105,3 +105,21 @@ def test_cli_run_refuses_before_loading_data(tmp_path):
                               levels=None, data_root=str(tmp_path / "nowhere"), quiet=True)
     with pytest.raises(ConfigError, match="different config"):
         main(args)
+
+
+def test_methods_keep_the_level_s_edge_count(graph_factory):
+    """TEDDY and random read a level's edge count from the Level (``keep_top``): the same edges
+    as the sparsity they were made from, and a count outside the graph is refused."""
+    from graph.edges import undirected_pairs
+    from graph.transforms import random_ranking, teddy_ranking
+
+    data = graph_factory(num_nodes=80, seed=2)
+    up = undirected_pairs(data.edge_index, data.num_nodes)
+    levels = make_levels([(k, 1 - 0.8 ** k, 1 - 0.8 ** k) for k in range(1, 8)], up.num_pairs, 100)
+    for ranking in (teddy_ranking(up), random_ranking(up, 3)):
+        for lv in levels:
+            keep = ranking.keep_top(lv.edges_kept)
+            assert int(keep.sum()) == 2 * lv.edges_kept  # both directions of each kept pair
+            assert keep.equal(ranking.keep_mask(lv.graph_sparsity))
+        with pytest.raises(ValueError, match="cannot keep"):
+            ranking.keep_top(up.num_pairs + 1)
