@@ -164,6 +164,9 @@ class SignScoreConfig:
                                 "abs change: no clipping, sparser, noisier).", ge=0)
     delta_lr: float = _f(1.0, "signscore with uplink_vote=delta: server learning rate on the "
                               "mean decoded change (1 = FedAvg).", gt=0)
+    delta_lr_final: float | None = _f(
+        None, "signscore with uplink_vote=delta: anneal delta_lr from signscore.delta_lr (round 1) "
+              "to this (last round) on a cosine (null = constant).", gt=0)
     delta_init: float = _f(0.5, "signscore with uplink_vote=delta: initial server score of every "
                                 "kept weight, times its layer's kaiming bound 1/sqrt(fan_in) "
                                 "(0.5 = the mean abs of fresh kaiming scores; sign +1 = the "

@@ -462,9 +462,10 @@ class SignScoreMethod(HideNseekMethod):
             self._score = torch.where(prev, margin, -margin).float()
             self._velocity = torch.zeros(self.ticket.kept)
         if updates and self._delta:
+            sc = self.cfg.signscore
+            lr = anneal(sc.delta_lr, sc.delta_lr_final, server_round, self.cfg.rounds)
             self._score, self._velocity = delta_vote.delta_step(
-                self._score, self._velocity, list(updates), list(weights),
-                self.cfg.signscore.delta_lr, self.cfg.signscore.server_momentum)
+                self._score, self._velocity, list(updates), list(weights), lr, sc.server_momentum)
         elif updates:
             if self.reputation is not None:   # robust.kind=reputation (see fedticket/fl/robust.py)
                 weights = self.reputation.weights(self.clients, updates, weights, self._score >= 0)
