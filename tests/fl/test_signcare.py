@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from fedticket.core import Mask
 from fedticket.errors import ConfigError
 from fedticket.fl import wire
 from fedticket.fl.config import load_fl_config
@@ -23,16 +21,11 @@ from fedticket.fl.methods.signcare import (
     encode_ternary,
 )
 from fedticket.fl.methods.signscore import vote_scale
-from fedticket.fl.model import make_ticket
+from fedticket.fl.testing import toy_ticket
 
 
 def _ticket(seed=0, density=0.5):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 3))
-    g = torch.Generator().manual_seed(seed + 1)
-    mask = Mask({n: torch.rand(p.shape, generator=g) < density
-                 for n, p in model.named_parameters() if p.ndim == 2})
-    return make_ticket(model, mask, scale_by_density=True)
+    return toy_ticket(seed, density)
 
 
 def _cfg(*over):

@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from fedticket.core import Mask
 from fedticket.errors import ConfigError
 from fedticket.fl.config import load_fl_config
 from fedticket.fl.methods import make_method
-from fedticket.fl.model import make_ticket
+from fedticket.fl.testing import toy_ticket
 
 
 def _ticket(seed=0, density=0.3):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 3))
-    g = torch.Generator().manual_seed(seed + 1)
-    mask = Mask({n: torch.rand(p.shape, generator=g) < density
-                 for n, p in model.named_parameters() if p.ndim == 2})
-    return make_ticket(model, mask, scale_by_density=True)
+    return toy_ticket(seed, density)
 
 
 def _cfg(*over):
