@@ -42,8 +42,10 @@ COMMON = {
     "eval.personal_every": 0, "train.max_steps": 20,
     "server.train_timeout": 45.0, "server.evaluate_timeout": 45.0,
     "server.query_timeout": 25.0, "server.connect_timeout": 90.0,
-    # the default method (signscore: its server score must survive the kill below) with packed
-    # bits, so the uplink is exactly one bit per kept weight + the header
+    # the default method (signscore: its server score must survive the kill below) with its sign
+    # vote in packed bits (the quickstart's delta vote is range-coded), so the uplink is exactly
+    # one bit per kept weight + the header
+    "signscore.uplink_vote": "sign",
     "signscore.uplink_coding": "packed", "signscore.downlink_coding": "packed",
 }
 
