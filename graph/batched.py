@@ -141,12 +141,16 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
                      keeps: list[int | None], *, seed: int, epochs: int = 200, lr: float = 0.01,
                      weight_decay: float = 5e-4, teacher_logits: Tensor | None = None,
                      kd_lambda: float = 0.0, temperature: float = 1.0, progress: bool = False,
-                     desc: str = "levels", exact: bool = False, ramp: int = 0) -> list[TrainResult]:
+                     desc: str = "levels", exact: bool = False, ramp: int = 0,
+                     step_masks: "StepMasks | None" = None) -> list[TrainResult]:
     """Train one GCN per ``(edge_indices[i], keeps[i])`` from ``init_state``, all in one loop.
 
     ``exact``: the sequential run's own operations, bit for bit (tests); False (the default):
     embedding-bag products and the closed-form loss gradient, equal to float rounding.
     ``ramp``: ``train_node_classifier``'s ``l0_ramp`` (the sparsity ramp), for every level.
+    ``step_masks``: shared between calls of one seed (:class:`StepMasks`): the first call keeps
+    its steps' packed dropout masks there, a later call with the same seed, shape, ``p`` and
+    epochs reads them back instead of drawing them again (they are the very same draws).
 
     Result ``i`` is (with ``exact``, bit for bit) what ``train_node_classifier`` returns for that
     level run alone after
@@ -317,11 +321,22 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
         else:  # list(): re-raises a worker's error
             list(pool.map(fn, range(workers), *([a] * workers for a in args)))
 
+    key = (seed, tuple(ones.shape), ones.dtype, p, epochs)
+    reuse = (step_masks.replay(key) if step_masks is not None and out_layer is not None and p > 0
+             else None)
+    keep = (step_masks.recorder(key) if step_masks is not None and reuse is None
+            and out_layer is not None and p > 0 else None)
+
     def draw() -> tuple:
+        if reuse is not None:  # this seed's masks, drawn and packed by an earlier call
+            return _PACKED_ONLY, next(reuse)
         # the one draw every sequential level run makes at this step (same call, same shape)
         m = dropout(ones, p, True) if p > 0 else None
         # the fused output layer reads the mask as bits, packed once for every level
-        return m, (out_layer.pack(m) if out_layer is not None and m is not None else None)
+        bits = out_layer.pack(m) if out_layer is not None and m is not None else None
+        if keep is not None:
+            keep(bits)
+        return m, bits
 
     def tick() -> None:
         if bar is not None:
@@ -362,6 +377,43 @@ def train_gcn_levels(model: GCN, init_state: dict, x, data, edge_indices: list[T
             bar.close()
     seconds = time.perf_counter() - t0
     return [lv.result(seconds) for lv in levels]
+
+
+# stands in for the float mask where only its packed bits are read (the fused path's ``m is None``
+# test); any other use fails loudly instead of reading a wrong mask
+_PACKED_ONLY = object()
+
+
+class StepMasks:
+    """One seed's per-step packed dropout masks, shared by the teacher's and the students' runs.
+
+    Every run of a seed re-seeds torch's generator and makes the same ``dropout`` draw at every
+    step, so the students' batch would draw exactly the masks the dense teacher drew (200 draws
+    of ~5 ms each on the workers' cores). The teacher's run records the packed bits (173 kB a step
+    on Cora); a later run with the same key (seed, shape, dtype, p, epochs) replays them. A mask
+    that did not pack (not a plain dropout mask) disables the replay for that key.
+    """
+
+    def __init__(self):
+        self.key, self.bits, self.complete = None, [], False
+
+    def recorder(self, key):
+        self.key, self.bits, self.complete = key, [], False
+
+        def keep(bits) -> None:
+            if bits is None:  # not packable: the torch ops need the float mask, never replay
+                self.key = None
+                return
+            if self.key == key:
+                self.bits.append(bits)
+                self.complete = len(self.bits) == key[-1]
+        return keep
+
+    def replay(self, key):
+        """An iterator over the recorded bits, or None when they are not this key's, whole."""
+        if self.key != key or not self.complete:
+            return None
+        return iter(self.bits)
 
 
 class _MaskStream:
@@ -444,7 +496,7 @@ def run_dense_batched(ctx) -> Iterator[LevelRow]:
     (res,) = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, [ctx.data.edge_index],
                               [None], seed=ctx.seed, epochs=cfg.train.epochs, lr=cfg.train.lr,
                               weight_decay=cfg.train.weight_decay, progress=ctx.progress,
-                              desc=f"dense seed {ctx.seed}")
+                              desc=f"dense seed {ctx.seed}", step_masks=ctx.step_masks)
     ctx.teacher = res
     if ("dense", 0) not in ctx.done:
         yield LevelRow("dense", 0, 0.0, 0.0, res.val_accuracy, res.test_accuracy, res.seconds,
@@ -480,7 +532,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
                                weight_decay=cfg.train.weight_decay,
                                teacher_logits=teacher_logits(ctx), kd_lambda=cfg.teddy.kd_lambda,
                                temperature=cfg.teddy.temperature, ramp=cfg.teddy.ramp_epochs,
-                               progress=ctx.progress,
+                               progress=ctx.progress, step_masks=ctx.step_masks,
                                desc=f"teddy {len(todo)} levels seed {ctx.seed}")
     batch = time.perf_counter() - t1
     for lv, ei, res in zip(todo, eis, results):
@@ -493,4 +545,4 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
                        res.best_epoch, f, extra)
 
 
-__all__ = ["run_dense_batched", "run_teddy_batched", "supports", "train_gcn_levels"]
+__all__ = ["StepMasks", "run_dense_batched", "run_teddy_batched", "supports", "train_gcn_levels"]

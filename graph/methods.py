@@ -26,6 +26,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from fedticket.core import Mask, mask_from_scores, prunable_parameters
+from graph.batched import StepMasks
 from graph.edges import UndirectedPairs
 from graph.levels import Level, LevelRow
 from graph.train import TrainResult, train_node_classifier
@@ -63,6 +64,9 @@ class SeedContext:
     # rng: official: the generator state right after the TEDDY code's init draws, where its
     # training starts (graph/streams.py); None: torch.manual_seed(seed) before every run
     train_rng: Tensor | None = None
+    # the batched runs' dropout masks of this seed (graph.batched.StepMasks): the teacher draws
+    # them, the TEDDY students' batch replays them
+    step_masks: StepMasks = field(default_factory=StepMasks)
 
     def todo(self, method: str) -> list[Level]:
         return [lv for lv in self.levels if (method, lv.level) not in self.done]
