@@ -524,7 +524,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
     score_seconds = time.perf_counter() - t0
     n_ball = sum(p.numel() for name, p in ctx.model.named_parameters()
                  if cfg.teddy.project == "all" or name in prunable_parameters(ctx.model))
-    eis = [edge_index[:, ranking.keep_mask(lv.graph_sparsity)] for lv in todo]
+    eis = [edge_index[:, ranking.keep_top(lv.edges_kept)] for lv in todo]  # the level's count
     keeps = [lv.keep_of(n_ball) if lv.weight_sparsity > 0 else None for lv in todo]
     t1 = time.perf_counter()
     results = train_gcn_levels(ctx.model, ctx.init_state, ctx.x, ctx.data, eis, keeps,
@@ -541,7 +541,7 @@ def run_teddy_batched(ctx) -> Iterator[LevelRow]:
         yield LevelRow("teddy", lv.level, lv.graph_sparsity, lv.weight_sparsity, res.val_accuracy,
                        res.test_accuracy, batch / len(todo), ctx.seed,
                        ctx.teacher.seconds + score_seconds + batch,
-                       ranking.num_kept(lv.graph_sparsity), _weights_kept(res.mask, lv, ctx.model),
+                       lv.edges_kept, _weights_kept(res.mask, lv, ctx.model),
                        res.best_epoch, f, extra)
 
 
