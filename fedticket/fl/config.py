@@ -175,6 +175,14 @@ class SignScoreConfig:
         "none", "signscore: none = a client keeps its own (stale) score magnitudes under the "
                 "global signs; kaiming = rescales them per layer to the mean abs of fresh kaiming "
                 "scores every round (order and signs kept).")
+    train_biases: bool = _f(
+        False, "signscore with uplink_vote=delta: the clients also train the parameters no mask "
+               "covers (biases, norm scales) and send their change as ternary votes; the server "
+               "averages them (FedAvg) and sends them down as int8 per tensor "
+               "(fedticket/fl/methods/signscore_biases.py).")
+    bias_lr: float | None = _f(
+        None, "signscore with train_biases: the clients' lr on the biases, on the same cosine as "
+              "the scores' (null = train.weight_lr).", gt=0)
     downlink_reference: Literal["held", "ticket"] = _f(
         "held", "signscore with downlink_coding=entropy: held = each node's global signs coded "
                 "against the last global it trained from (kept in its Context.state) when that "
@@ -457,6 +465,10 @@ class FLConfig:
             raise ConfigError("data.classes_per_client must be <= 10 (the datasets have 10 classes)")
         if self.method == "signscore" and self.signscore.uplink_vote == "delta":
             self._validate_delta_vote()
+        if self.method == "signscore" and self.signscore.train_biases and (
+                self.signscore.uplink_vote != "delta"):
+            raise ConfigError("signscore.train_biases=true sends the biases' change beside the "
+                              "delta vote's score changes; set signscore.uplink_vote=delta")
         if self.server.secure_aggregation:
             self._validate_secagg()
 

@@ -37,6 +37,11 @@ adds |score| on k bit-planes (payload kind ``fedticket.slevels``) and the client
 local scores from it instead of from their own magnitudes; measured worse on the Dirichlet bench
 (docs/fl.md, "Accuracy levers"), so it is off by default. The server score and its velocity are
 in the server checkpoint (``state()``), so a resumed run continues them exactly.
+
+``signscore.train_biases`` (delta vote only): the clients train the biases too, beside the
+scores; their changes ride in the same payload and the server averages them
+(:mod:`fedticket.fl.methods.signscore_biases`). Level on the bench at 50 rounds, so off by default
+(docs/fl.md, "Stop 22").
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ from flwr.app import Array
 from fedticket.core import entropy
 from fedticket.core.codec import pack_bits, unpack_bits
 from fedticket.core.supermask import kaiming_score_bound
+from fedticket.errors import ConfigError
 from fedticket.fl import wire
+from fedticket.fl.methods import signscore_biases as biases
 from fedticket.fl.methods import signscore_delta as delta_vote
 from fedticket.fl.methods.base import client_seed, plain_copy
 from fedticket.fl.methods.hidenseek import HideNseekMethod, SupermaskLearner
@@ -321,9 +328,26 @@ class SignScoreLearner(SupermaskLearner):
     _start: torch.Tensor | None = None   # the scores right after load_global (delta vote)
     _round = 1   # the round being trained (for signscore.local_lr_final)
     _referenced = False
+    _bias_start: torch.Tensor | None = None
+
+    def __init__(self, cfg, ticket, partition_id, local_state=None, kind="sign"):
+        if cfg.signscore.train_biases:
+            # its own copy: the biases it trains must not move the shared ticket's
+            ticket = Ticket(model=copy.deepcopy(ticket.model), mask=ticket.mask)
+        super().__init__(cfg, ticket, partition_id, local_state, kind=kind)
+        self._free = (biases.free_parameters(self.net.model, ticket.mask)
+                      if cfg.signscore.train_biases else [])
+        for _, p in self._free:
+            p.requires_grad_(True)
 
     def load_global(self, array) -> None:
         n = self.net.num_kept
+        if self._free:
+            if not biases.has_biases(array):
+                raise wire.MalformedPayload("signscore.train_biases: the global has no biases")
+            array, part = biases.detach(array)
+            biases.load_vector(self._free, biases.dequantize(part, biases.sizes(self._free)))
+            self._bias_start = biases.vector(self._free)
         self._referenced = getattr(array, "stype", None) == wire.REF_BITS
         ticket_signs = torch.ones(n, dtype=torch.bool)
         if getattr(array, "stype", None) == LEVELS:
@@ -345,7 +369,12 @@ class SignScoreLearner(SupermaskLearner):
         # signscore.local_lr_final: the clients' score lr follows a cosine over the run's rounds
         lr = anneal(self.cfg.train.lr, self.cfg.signscore.local_lr_final, self._round,
                     self.cfg.rounds)
-        return make_optimizer(self.net.scores.parameters(), self.cfg, lr)
+        opt = make_optimizer(self.net.scores.parameters(), self.cfg, lr)
+        if self._free:
+            base = self.cfg.signscore.bias_lr or self.cfg.train.weight_lr
+            opt.add_param_group({"params": [p for _, p in self._free],
+                                 "lr": base * lr / float(self.cfg.train.lr)})
+        return opt
 
     def train(self, x, y, server_round, max_steps=None, epochs=None):
         self._round = server_round
@@ -366,7 +395,13 @@ class SignScoreLearner(SupermaskLearner):
             t, scales = delta_vote.ternary_round(self.net.score_vector() - self._start,
                                                  layer_sizes(self.ticket.mask), sc.delta_clip,
                                                  entropy.dither(seed, n))
-            return delta_vote.encode_ternary(t, scales, seed, self._global)
+            out = delta_vote.encode_ternary(t, scales, seed, self._global)
+            if self._free:
+                change = biases.vector(self._free) - self._bias_start
+                out = biases.attach(out, biases.encode_change(
+                    change, biases.sizes(self._free),
+                    client_seed(self.cfg, server_round, self.partition_id, 8)))
+            return out
         g = torch.Generator().manual_seed(seed)
         temperature = anneal(sc.temperature, sc.temperature_final, server_round, self.cfg.rounds)
         segments = layer_sizes(self.ticket.mask) if sc.vote_scale == "layer" else None
@@ -391,6 +426,13 @@ class SignScoreMethod(HideNseekMethod):
         self._downlink = HeldDownlink(self._ticket_signs) if (
             cfg.signscore.downlink_coding == "entropy" and cfg.signscore.downlink_reference == "held"
             and not int(cfg.signscore.downlink_levels)) else None
+        self._free = (biases.free_parameters(self.ticket.model, self.ticket.mask)
+                      if cfg.signscore.train_biases else None)
+        if self._free is not None and not self._free:
+            raise ConfigError(f"signscore.train_biases=true, but model {cfg.model.name!r} has no "
+                              "parameters outside the mask (no biases); set it false")
+        self._bias_sizes = biases.sizes(self._free) if self._free else []
+        self._bias: torch.Tensor | None = None   # the server's float biases (train_biases)
 
     @property
     def uplink_kind(self) -> str:
@@ -413,9 +455,14 @@ class SignScoreMethod(HideNseekMethod):
         if k:
             return encode_levels(bits, quantize_magnitude(self._score, k), k,
                                  self.cfg.signscore.downlink_coding, self._ticket_signs)
-        return encode_signs(bits, self.cfg.signscore.downlink_coding, self._ticket_signs)
+        out = encode_signs(bits, self.cfg.signscore.downlink_coding, self._ticket_signs)
+        if self._free:
+            out = biases.attach(out, biases.quantize(self._bias, self._bias_sizes))
+        return out
 
     def _signs(self, array) -> torch.Tensor:
+        if biases.has_biases(array):
+            array = biases.detach(array)[0]
         if getattr(array, "stype", None) == LEVELS:
             return decode_levels(array, self.ticket.kept, self._ticket_signs)[0]
         return decode_signs(array, self.ticket.kept, self._ticket_signs)
@@ -428,8 +475,9 @@ class SignScoreMethod(HideNseekMethod):
     def downlink(self, partition_id, server_round, array, train):
         if self._downlink is None:
             return array
-        return self._downlink.payload(
+        out = self._downlink.payload(
             partition_id, (lambda: self._sent) if train else (lambda: self._signs(array)), train)
+        return biases.attach(out, biases.detach(array)[1]) if self._free else out
 
     def delivered(self, server_round, sent, acked):
         if self._downlink is not None:
@@ -439,6 +487,11 @@ class SignScoreMethod(HideNseekMethod):
         if self._delta:
             if self._sent is None:
                 raise wire.MalformedPayload("ternary update, but no global signs were broadcast")
+            if self._free:   # the score changes, then the bias changes, in one vector
+                inner, part = biases.detach(array)
+                return torch.cat([
+                    delta_vote.decode_ternary(inner, layer_sizes(self.ticket.mask), self._sent),
+                    biases.decode_change(part, self._bias_sizes)])
             return delta_vote.decode_ternary(array, layer_sizes(self.ticket.mask), self._sent)
         if self.uplink_kind == wire.CODED_BITS:
             if self._sent is None:
@@ -449,11 +502,18 @@ class SignScoreMethod(HideNseekMethod):
     def initial_global(self):
         self._score = self._initial_magnitude()
         self._velocity = torch.zeros(self.ticket.kept)
+        if self._free:
+            self._bias = biases.vector(self._free)
         return self._global(self._score >= 0)
 
     def eval_model(self, global_array, server_round):
         self._net.load_mask_bits(self._signs(global_array), magnitude=1.0)
-        return plain_copy(self.ticket.model, self._net.effective_state_dict())
+        model = plain_copy(self.ticket.model, self._net.effective_state_dict())
+        if self._free:   # the int8 biases the clients got, not the server's float ones
+            part = biases.detach(global_array)[1]
+            biases.load_vector(biases.free_parameters(model, self.ticket.mask),
+                               biases.dequantize(part, self._bias_sizes))
+        return model
 
     def aggregate(self, server_round, updates, weights, current):
         if self._score is None:  # a resumed server: only the signs survived
@@ -461,9 +521,17 @@ class SignScoreMethod(HideNseekMethod):
             margin = self._initial_magnitude()
             self._score = torch.where(prev, margin, -margin).float()
             self._velocity = torch.zeros(self.ticket.kept)
+            if self._free:
+                self._bias = biases.dequantize(biases.detach(current)[1], self._bias_sizes)
         if updates and self._delta:
             sc = self.cfg.signscore
             lr = anneal(sc.delta_lr, sc.delta_lr_final, server_round, self.cfg.rounds)
+            if self._free:   # FedAvg on the biases' changes; the scores as without them
+                k, total = self.ticket.kept, float(sum(weights))
+                step = sum(u.reshape(-1)[k:].double() * (float(w) / total)
+                           for u, w in zip(updates, weights, strict=True))
+                self._bias = (self._bias.double() + step).float()
+                updates = [u.reshape(-1)[:k] for u in updates]
             self._score, self._velocity = delta_vote.delta_step(
                 self._score, self._velocity, list(updates), list(weights), lr, sc.server_momentum)
         elif updates:
@@ -499,8 +567,12 @@ class SignScoreMethod(HideNseekMethod):
     # ---- checkpointed state: a resumed server continues the very score (Method.state) -------
     def state(self):
         own = {} if self._score is None else {"score": self._score, "velocity": self._velocity}
+        if self._bias is not None:
+            own["bias"] = self._bias
         return {**super().state(), **own}
 
     def load_state(self, state):
         super().load_state(state)
         self._score, self._velocity = state["score"].float(), state["velocity"].float()
+        if self._free:
+            self._bias = state["bias"].float()
